@@ -1,0 +1,164 @@
+"""``Embedder``: texts in, float32 sentence embeddings out, with onnxruntime and numpy only.
+
+    from mstsb_onnx import Embedder
+    vectors = Embedder("models/mstsb-int8").encode(["Hola", "Hello"])   # [2, dim] float32
+
+Loads only folders written by ``mstsb-onnx export`` (their manifest's sha256s are checked), and
+follows sentence-transformers' ``encode`` conventions. Pooling happens inside the ONNX graph; this
+class tokenizes, sorts by length, batches, feeds the graph by its input names, and restores order.
+It never imports torch, transformers, optimum or onnx.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mstsb_onnx.batching import plan_batches
+from mstsb_onnx.errors import MstsbError, ModelFolderError
+from mstsb_onnx.inputs import as_text_list
+from mstsb_onnx.manifest import Manifest, read_manifest, verify_files
+from mstsb_onnx.session import make_session
+from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch
+
+OUTPUT_NAME = "sentence_embedding"
+MODEL_FILE = "model.onnx"
+TOKENIZER_FILE = "tokenizer.json"
+_KNOWN_INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
+
+
+class Embedder:
+    """Embed sentences with an exported model folder.
+
+    ``threads`` defaults to the cores this process may use (affinity and cgroup quota);
+    ``tokenizer`` and ``session`` can be passed ready-made (tests pass fakes), in which case
+    ``manifest`` may replace ``path``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] | None = None,
+        threads: int | None = None,
+        providers: Sequence[str] | None = None,
+        *,
+        tokenizer: TokenizerLike | None = None,
+        session: Any | None = None,
+        manifest: Manifest | None = None,
+        verify: bool = True,
+        spin: bool = True,
+        max_batch_tokens: int | None = None,
+    ) -> None:
+        if path is None and manifest is None:
+            raise ValueError("Embedder needs a model folder path (or a manifest with ready-made tokenizer and session)")
+        self.path = Path(path) if path is not None else None
+        if manifest is None and self.path is not None:
+            manifest = read_manifest(self.path)
+            if verify:
+                verify_files(self.path, manifest)
+        self.manifest: Manifest = manifest  # type: ignore[assignment]  # set on both branches above
+        if tokenizer is None:
+            tokenizer = Tokenizer.from_file(
+                self._file(TOKENIZER_FILE), manifest.max_seq_length, int(manifest.raw.get("pad_token_id", 1))
+            )
+        if session is None:
+            session = make_session(self._file(MODEL_FILE), threads=threads, providers=providers, spin=spin)
+        self.tokenizer = tokenizer
+        self.session = session
+        self.max_batch_tokens = max_batch_tokens
+        self._input_names = [i.name for i in session.get_inputs()]
+        unknown = set(self._input_names) - _KNOWN_INPUTS
+        if unknown or "input_ids" not in self._input_names:
+            raise ModelFolderError(
+                f"the ONNX graph takes inputs {self._input_names}; expected input_ids, attention_mask "
+                "(and optionally token_type_ids) -- was it written by `mstsb-onnx export`?"
+            )
+        outputs = [o.name for o in session.get_outputs()]
+        if OUTPUT_NAME not in outputs:
+            raise ModelFolderError(f"the ONNX graph has outputs {outputs}, not {OUTPUT_NAME!r}")
+
+    def _file(self, name: str) -> Path:
+        if self.path is None:
+            raise ValueError(f"no model folder to read {name} from; pass it ready-made")
+        return self.path / name
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def max_seq_length(self) -> int:
+        return self.manifest.max_seq_length
+
+    def _prefix(self, prompt: str | None, prompt_name: str | None) -> str:
+        # sentence-transformers: an explicit prompt wins, then prompt_name, then the default.
+        if prompt is not None:
+            if not isinstance(prompt, str):
+                raise TypeError(f"prompt must be a str, got {type(prompt).__name__}")
+            return prompt
+        if prompt_name is not None:
+            if prompt_name not in self.manifest.prompts:
+                raise ValueError(
+                    f"prompt_name {prompt_name!r} is not one of this model's prompts {sorted(self.manifest.prompts)}"
+                )
+            return self.manifest.prompts[prompt_name]
+        return self.manifest.default_prompt
+
+    def tokenize(self, texts: object, prompt: str | None = None, prompt_name: str | None = None) -> list[list[int]]:
+        """Token ids per text, truncated to max_seq_length, prompt applied; no padding."""
+        items, _ = as_text_list(texts)
+        return self._tokenize(items, prompt, prompt_name)
+
+    def _tokenize(self, items: list[str], prompt: str | None, prompt_name: str | None) -> list[list[int]]:
+        prefix = self._prefix(prompt, prompt_name)
+        if prefix:
+            items = [prefix + t for t in items]
+        return self.tokenizer.encode(items) if items else []
+
+    def _feeds(self, seqs: list[list[int]]) -> dict[str, np.ndarray]:
+        ids, mask = pad_batch(seqs, self.tokenizer.pad_id)
+        available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        return {name: available[name] for name in self._input_names}
+
+    def encode(
+        self,
+        texts: str | Sequence[str],
+        batch_size: int = 32,
+        normalize: bool = False,
+        prompt: str | None = None,
+        prompt_name: str | None = None,
+    ) -> np.ndarray:
+        """Embed ``texts``: a str gives a [dim] vector, a list gives [n, dim] (float32).
+
+        ``normalize=True`` L2-normalises (a model exported with a Normalize module always is).
+        ``prompt`` is prepended to every text; by default the model's default prompt is.
+        """
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        items, single = as_text_list(texts)
+        seqs = self._tokenize(items, prompt, prompt_name)
+        out = np.empty((len(seqs), self.dim), dtype=np.float32)
+        if seqs:
+            lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+            order = np.argsort(-lengths, kind="stable")
+            for part in plan_batches(lengths[order], batch_size, self.max_batch_tokens):
+                idx = order[part]
+                (emb,) = self.session.run([OUTPUT_NAME], self._feeds([seqs[i] for i in idx]))
+                if emb.shape != (len(idx), self.dim):
+                    raise ModelFolderError(
+                        f"the ONNX graph returned shape {emb.shape} for a batch of {len(idx)}; expected dim {self.dim}"
+                    )
+                out[idx] = emb
+            bad = ~np.isfinite(out).all(axis=1)
+            if bad.any():
+                raise MstsbError(f"the model produced non-finite values for texts at {np.flatnonzero(bad)[:10].tolist()}")
+            if normalize or self.manifest.normalize:
+                norms = np.linalg.norm(out, axis=1, keepdims=True)
+                out /= np.maximum(norms, 1e-12)
+        return out[0] if single else out
+
+    def __repr__(self) -> str:
+        return f"Embedder({str(self.path)!r}, dim={self.dim}, max_seq_length={self.max_seq_length})"

@@ -1,0 +1,42 @@
+"""Check what users pass to ``encode`` before anything reaches the tokenizer or onnxruntime.
+
+sentence-transformers conventions: one ``str`` gives one vector, a list (or any iterable of
+texts) gives a matrix. Items must be ``str``; ``bytes`` are accepted when they are UTF-8.
+Everything else is refused with an error that names the index and the type, so nothing is
+silently embedded as its ``repr``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from mstsb_onnx.errors import InputError
+
+
+def _decode(item: bytes, where: str) -> str:
+    try:
+        return item.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(
+            f"{where} is bytes that are not valid UTF-8 (byte {e.start}: {item[e.start:e.start + 1]!r}); "
+            "decode it with the right codec and pass str"
+        ) from e
+
+
+def as_text_list(texts: object) -> tuple[list[str], bool]:
+    """Return ``(texts as a list of str, whether a single text was given)``."""
+    if isinstance(texts, str):
+        return [texts], True
+    if isinstance(texts, (bytes, bytearray)):
+        return [_decode(bytes(texts), "the text")], True
+    if texts is None or not isinstance(texts, Iterable) or isinstance(texts, dict):
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+    out: list[str] = []
+    for i, item in enumerate(texts):
+        if isinstance(item, str):
+            out.append(item)
+        elif isinstance(item, (bytes, bytearray)):
+            out.append(_decode(bytes(item), f"texts[{i}]"))
+        else:
+            raise TypeError(f"texts[{i}] is {type(item).__name__}, expected str")
+    return out, False

@@ -1,0 +1,110 @@
+"""Read and verify the manifest that the exporter writes next to the model.
+
+The manifest (``manifest.json``) is the contract between export and runtime: it names every file
+with its sha256, and carries what the runtime must know to embed exactly like the source model
+(max_seq_length, pooling, normalize, prompts). This module reads it and checks the files; it
+never writes one (the exporter does) and never guesses a missing field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mstsb_onnx.errors import ModelFolderError
+
+MANIFEST_NAME = "manifest.json"
+FORMAT = "mstsb-onnx/1"
+_CHUNK = 1 << 22
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The fields the runtime uses; ``raw`` keeps the whole document (versions, parity...)."""
+
+    dim: int
+    max_seq_length: int
+    pooling: str
+    normalize: bool
+    prompts: dict[str, str]
+    default_prompt_name: str | None
+    files: dict[str, str]
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def default_prompt(self) -> str:
+        if self.default_prompt_name is None:
+            return ""
+        return self.prompts[self.default_prompt_name]
+
+
+def _require(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where: Path) -> Any:
+    if key not in doc:
+        raise ModelFolderError(f"{where}: field {key!r} is missing; re-export the model with `mstsb-onnx export`")
+    value = doc[key]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ModelFolderError(f"{where}: field {key!r} has type {type(value).__name__}; re-export the model")
+    return value
+
+
+def read_manifest(folder: Path) -> Manifest:
+    path = folder / MANIFEST_NAME
+    if not folder.is_dir():
+        raise ModelFolderError(
+            f"model folder {folder} does not exist; export one with `mstsb-onnx export SOURCE -o {folder}`"
+        )
+    if not path.is_file():
+        raise ModelFolderError(
+            f"{folder} has no {MANIFEST_NAME}: it was not written by `mstsb-onnx export` "
+            "(or the export did not finish); export the model again"
+        )
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFolderError(f"{path} is not valid JSON ({e}); export the model again") from e
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ModelFolderError(f"{path}: format is {doc.get('format') if isinstance(doc, dict) else None!r}, expected {FORMAT!r}")
+    prompts = _require(doc, "prompts", dict, path)
+    default = doc.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise ModelFolderError(f"{path}: default_prompt_name {default!r} is not one of the prompts {sorted(prompts)}")
+    pooling = _require(doc, "pooling", str, path)
+    if pooling not in ("mean", "cls", "max"):
+        raise ModelFolderError(f"{path}: unknown pooling {pooling!r}")
+    return Manifest(
+        dim=_require(doc, "dim", int, path),
+        max_seq_length=_require(doc, "max_seq_length", int, path),
+        pooling=pooling,
+        normalize=_require(doc, "normalize", bool, path),
+        prompts={str(k): str(v) for k, v in prompts.items()},
+        default_prompt_name=default,
+        files={str(k): str(v) for k, v in _require(doc, "files", dict, path).items()},
+        raw=doc,
+    )
+
+
+def verify_files(folder: Path, manifest: Manifest) -> None:
+    """Check that every file the manifest lists is there with the recorded sha256."""
+    for name, digest in manifest.files.items():
+        path = folder / name
+        if Path(name).is_absolute() or ".." in Path(name).parts:
+            raise ModelFolderError(f"{folder / MANIFEST_NAME}: file entry {name!r} points outside the folder")
+        if not path.is_file():
+            raise ModelFolderError(f"{folder}: {name} is missing (listed in {MANIFEST_NAME}); export the model again")
+        actual = sha256_file(path)
+        if actual != digest:
+            raise ModelFolderError(
+                f"{folder}: {name} changed since export (sha256 {actual[:12]}..., manifest says {digest[:12]}...); "
+                "restore it or export the model again"
+            )

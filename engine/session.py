@@ -1,0 +1,89 @@
+"""Create the onnxruntime session with every option set explicitly.
+
+Defaults that onnxruntime would otherwise pick for us are wrong for a CPU server: it sizes its
+thread pool from the machine's core count, not from the cores this process may use (a container
+limited to 2 CPUs on a 64-core host would start 64 threads). This module decides threads from the
+affinity mask and the cgroup CPU quota, and fixes the other options so that runs are reproducible.
+It does not tokenize or pool; see ``embedder``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
+
+from mstsb_onnx.errors import ModelFolderError
+
+
+def _cgroup_cpu_limit() -> float | None:
+    """CPUs allowed by the cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), if any."""
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            return int(quota) / int(period)
+        return None
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
+        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def available_cpus() -> int:
+    """Cores this process may run on: affinity mask, capped by the cgroup quota, at least 1."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        n = os.cpu_count() or 1
+    limit = _cgroup_cpu_limit()
+    if limit is not None:
+        n = min(n, max(1, math.ceil(limit)))
+    return max(1, n)
+
+
+def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:
+    """Explicit options: intra-op threads, one inter-op thread, sequential, full optimisation.
+
+    ``spin=False`` stops idle worker threads from spinning, which matters when several sessions
+    or processes share the cores (a server); spinning helps single-stream latency.
+    """
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise ValueError(f"threads must be a positive int or None, got {threads!r}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads or available_cpus()
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.enable_cpu_mem_arena = True
+    # Shapes change with every batch, so recorded memory patterns would never be reused.
+    so.enable_mem_pattern = False
+    so.log_severity_level = 3
+    so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    return so
+
+
+def make_session(
+    model_path: Path,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
+    spin: bool = True,
+) -> ort.InferenceSession:
+    providers = list(providers) if providers else ["CPUExecutionProvider"]
+    unknown = [p for p in providers if p not in ort.get_available_providers()]
+    if unknown:
+        raise ValueError(
+            f"execution provider(s) {unknown} are not available in this onnxruntime build; "
+            f"available: {ort.get_available_providers()}"
+        )
+    try:
+        return ort.InferenceSession(str(model_path), sess_options=session_options(threads, spin), providers=providers)
+    except (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as e:
+        raise ModelFolderError(f"onnxruntime could not load {model_path}: {e}") from e

@@ -1,0 +1,77 @@
+"""Export encoder + pooling (+ Normalize) as one fp32 ONNX graph.
+
+Inputs ``input_ids`` and ``attention_mask`` (int64, [batch, sequence], both axes dynamic), output
+``sentence_embedding`` [batch, dim]. Pooling happens in the graph, as the card computes it
+(mask-weighted mean with the denominator clamped at 1e-9). Uses the legacy TorchScript exporter
+(``dynamo=False``) with eager attention: measured here, it is the only path whose graph
+onnxruntime fuses into Attention nodes, and it needs no onnxscript.
+
+It does not optimise or quantize (``optimize.py``, ``quantize.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mstsb_onnx.export.deps import require
+from mstsb_onnx.export.reference import pool
+from mstsb_onnx.export.source import SourceModel
+
+OPSET = 17
+INPUT_NAMES = ["input_ids", "attention_mask"]
+OUTPUT_NAME = "sentence_embedding"
+
+
+def load_encoder(src: SourceModel):
+    require()
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(src.model_dir), attn_implementation="eager", trust_remote_code=False)
+    return model.eval()
+
+
+def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET) -> dict[str, int]:
+    """Write the fp32 graph to ``out_path``; returns hidden size and vocab size."""
+    require()
+    import torch
+
+    encoder = load_encoder(src)
+
+    class PooledEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.encoder = encoder
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+            emb = pool(hidden, attention_mask, src.pooling)
+            if src.normalize:
+                emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+            return emb
+
+    # A dummy batch with padding, so the traced graph is the padded-batch path.
+    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 100, 2, 1, 1]], dtype=torch.long)
+    mask = (ids != encoder.config.pad_token_id).long()
+    with torch.inference_mode():
+        torch.onnx.export(
+            PooledEncoder().eval(),
+            (ids, mask),
+            str(out_path),
+            input_names=INPUT_NAMES,
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={
+                "input_ids": {0: "batch", 1: "sequence"},
+                "attention_mask": {0: "batch", 1: "sequence"},
+                OUTPUT_NAME: {0: "batch"},
+            },
+            opset_version=opset,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    cfg = encoder.config
+    return {
+        "hidden_size": int(cfg.hidden_size),
+        "num_attention_heads": int(cfg.num_attention_heads),
+        "vocab_size": int(cfg.vocab_size),
+        "pad_token_id": int(cfg.pad_token_id),
+    }

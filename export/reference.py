@@ -1,0 +1,81 @@
+"""The torch reference: the model card's transformers + mean pooling code, and sentence-transformers.
+
+This is what every ONNX figure is compared against. It follows the card literally:
+``AutoTokenizer`` with ``padding=True, truncation=True, max_length=max_seq_length``, ``AutoModel``
+(default attention implementation), and mask-weighted mean pooling with the denominator clamped
+at 1e-9; cls and max pooling and Normalize follow sentence-transformers. It is deliberately
+independent of the export graph (``graph.py``), so a bug there cannot hide here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from mstsb_onnx.export.deps import require
+from mstsb_onnx.export.source import SourceModel
+
+
+def pool(token_embeddings, attention_mask, pooling: str):  # torch tensors in, torch tensor out
+    import torch
+
+    if pooling == "cls":
+        return token_embeddings[:, 0]
+    mask = attention_mask.unsqueeze(-1).expand(token_embeddings.size()).to(token_embeddings.dtype)
+    if pooling == "max":
+        return torch.where(mask.bool(), token_embeddings, torch.finfo(token_embeddings.dtype).min).max(1).values
+    return torch.sum(token_embeddings * mask, 1) / torch.clamp(mask.sum(1), min=1e-9)
+
+
+class TorchReference:
+    """transformers + pooling, as the model card runs it (fp32, CPU)."""
+
+    def __init__(self, src: SourceModel, threads: int | None = None) -> None:
+        require()
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.src = src
+        self.tokenizer = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(str(src.model_dir), trust_remote_code=False).eval()
+
+    def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.src.max_seq_length)
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def encode(self, texts: Sequence[str], batch_size: int = 8, prompt: str | None = None) -> np.ndarray:
+        import torch
+
+        prefix = self.src.default_prompt if prompt is None else prompt
+        texts = [prefix + t for t in texts]
+        out = []
+        for start in range(0, len(texts), batch_size):
+            batch = self.tokenizer(
+                texts[start : start + batch_size], padding=True, truncation=True,
+                max_length=self.src.max_seq_length, return_tensors="pt",
+            )
+            with torch.inference_mode():
+                hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
+                emb = pool(hidden, batch["attention_mask"], self.src.pooling)
+                if self.src.normalize:
+                    emb = torch.nn.functional.normalize(emb, p=2, dim=1)
+            out.append(emb.float().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
+
+
+class SentenceTransformersReference:
+    """``SentenceTransformer(folder).encode``, for folders that are sentence-transformers models."""
+
+    def __init__(self, src: SourceModel) -> None:
+        require("sentence_transformers")
+        from sentence_transformers import SentenceTransformer
+
+        self.src = src
+        self.model = SentenceTransformer(str(src.root), device="cpu", trust_remote_code=False)
+
+    def encode(self, texts: Sequence[str], batch_size: int = 8, prompt: str | None = None) -> np.ndarray:
+        prefix = self.src.default_prompt if prompt is None else prompt
+        return self.model.encode(list(texts), batch_size=batch_size, prompt=prefix, convert_to_numpy=True)

@@ -1,0 +1,166 @@
+"""Resolve what the user asked to export: a hub id or a local folder, plain or sentence-transformers.
+
+From a sentence-transformers folder it reads max_seq_length (sentence_bert_config.json), the
+pooling mode (1_Pooling/config.json: mean, cls, max), a Normalize module, and prompts
+(config_sentence_transformers.json). A plain transformers checkpoint gets the card's defaults:
+mean pooling, max_seq_length 128. Modules we cannot reproduce in the graph (Dense, lower-casing,
+prompt-excluding pooling...) are refused by name rather than silently dropped.
+
+It reads JSON only; it never loads weights or runs code from the folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mstsb_onnx.errors import ExportError
+
+DEFAULT_MAX_SEQ_LENGTH = 128
+_POOLING_KEYS = {
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_cls_token": "cls",
+    "pooling_mode_max_tokens": "max",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_weightedmean_tokens": "weightedmean",
+    "pooling_mode_lasttoken": "lasttoken",
+}
+SUPPORTED_POOLING = ("mean", "cls", "max")
+_ST = "sentence_transformers.models."
+
+
+@dataclass
+class SourceModel:
+    """A resolved source: where its files are and how it embeds."""
+
+    model_id: str
+    model_dir: Path  # the transformers checkpoint (config.json, weights, tokenizer)
+    root: Path  # the folder the user named (differs from model_dir for ST folders with 0_Transformer/)
+    revision: str | None
+    sentence_transformers: bool
+    max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
+    pooling: str = "mean"
+    normalize: bool = False
+    prompts: dict[str, str] = field(default_factory=dict)
+    default_prompt_name: str | None = None
+
+    @property
+    def default_prompt(self) -> str:
+        return self.prompts.get(self.default_prompt_name or "", "")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"could not read {path}: {e}") from e
+
+
+def _download(model_id: str, revision: str | None) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+    except ImportError as e:
+        raise ExportError("huggingface_hub is needed to download models: pip install \"mstsb-onnx[export]\"") from e
+    try:
+        return Path(
+            snapshot_download(
+                repo_id=model_id,
+                revision=revision,
+                # Weights as safetensors (never pickles), plus configs and tokenizer files.
+                allow_patterns=["*.json", "*.safetensors", "sentencepiece.bpe.model", "*.txt", "*/*.json"],
+            )
+        )
+    except Exception as e:  # the hub client raises many unrelated types for "unreachable"
+        raise ExportError(
+            f"could not download {model_id!r} from the Hugging Face hub ({type(e).__name__}: {e}); "
+            "check the id and your network, or pass a local folder"
+        ) from e
+
+
+def _revision_of(path: Path) -> str | None:
+    """The commit hash when ``path`` is a hub cache snapshot (.../snapshots/<sha>)."""
+    if path.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", path.name):
+        return path.name
+    return None
+
+
+def _pooling_mode(config: dict[str, Any], where: Path) -> str:
+    modes = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
+    if len(modes) != 1:
+        raise ExportError(f"{where}: expected exactly one pooling mode, found {modes or 'none'}")
+    if modes[0] not in SUPPORTED_POOLING:
+        raise ExportError(f"{where}: pooling {modes[0]!r} is not supported (supported: {', '.join(SUPPORTED_POOLING)})")
+    if config.get("include_prompt", True) is False:
+        raise ExportError(f"{where}: include_prompt=false (pooling that skips prompt tokens) is not supported")
+    return modes[0]
+
+
+def _read_sentence_transformers(src: SourceModel) -> None:
+    root = src.root
+    modules = _read_json(root / "modules.json")
+    if not isinstance(modules, list) or not modules:
+        raise ExportError(f"{root / 'modules.json'}: expected a non-empty list of modules")
+    pooling_seen = False
+    for module in modules:
+        kind = str(module.get("type", ""))
+        sub = root / str(module.get("path", ""))
+        if kind in (_ST + "Transformer", _ST + "transformer.Transformer"):
+            src.model_dir = sub
+            bert_cfg = sub / "sentence_bert_config.json"
+            if bert_cfg.is_file():
+                cfg = _read_json(bert_cfg)
+                if cfg.get("do_lower_case"):
+                    raise ExportError(f"{bert_cfg}: do_lower_case=true is not supported")
+                if cfg.get("max_seq_length") is not None:
+                    src.max_seq_length = int(cfg["max_seq_length"])
+        elif kind in (_ST + "Pooling", _ST + "pooling.Pooling"):
+            src.pooling = _pooling_mode(_read_json(sub / "config.json"), sub / "config.json")
+            pooling_seen = True
+        elif kind in (_ST + "Normalize", _ST + "normalize.Normalize"):
+            src.normalize = True
+        else:
+            raise ExportError(
+                f"{root / 'modules.json'}: module {kind!r} is not supported "
+                "(supported: Transformer, Pooling, Normalize)"
+            )
+    if not pooling_seen:
+        raise ExportError(f"{root / 'modules.json'}: no Pooling module; cannot tell how to pool")
+    st_cfg = root / "config_sentence_transformers.json"
+    if st_cfg.is_file():
+        cfg = _read_json(st_cfg)
+        src.prompts = {str(k): str(v) for k, v in (cfg.get("prompts") or {}).items()}
+        src.default_prompt_name = cfg.get("default_prompt_name")
+        if src.default_prompt_name is not None and src.default_prompt_name not in src.prompts:
+            raise ExportError(f"{st_cfg}: default_prompt_name {src.default_prompt_name!r} is not among the prompts")
+
+
+def resolve_source(source: str, revision: str | None = None, max_seq_length: int | None = None) -> SourceModel:
+    """Find the model's files (downloading a hub id) and read how it embeds."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        root = path.resolve()
+    elif path.exists():
+        raise ExportError(f"{source} is a file; pass a model folder or a hub id")
+    elif source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise ExportError(f"model folder {source} does not exist")
+    else:
+        root = _download(source, revision)
+    src = SourceModel(
+        model_id=source if not path.is_dir() else str(root),
+        model_dir=root,
+        root=root,
+        revision=_revision_of(root),
+        sentence_transformers=(root / "modules.json").is_file(),
+    )
+    if src.sentence_transformers:
+        _read_sentence_transformers(src)
+    if not (src.model_dir / "config.json").is_file():
+        raise ExportError(f"{src.model_dir} has no config.json: not a transformers checkpoint")
+    if max_seq_length is not None:
+        src.max_seq_length = max_seq_length
+    if src.max_seq_length < 2:
+        raise ExportError(f"max_seq_length must be at least 2, got {src.max_seq_length}")
+    return src
