@@ -91,11 +91,15 @@ def fisher_mean(values: Sequence[float]) -> float:
     return float(np.tanh(z.mean()))
 
 
-def embed_unique(tasks: dict[str, list[Pair]], encode: EncodeFn) -> dict[str, np.ndarray]:
-    """Embed every distinct sentence once; returns sentence -> L2-normalised vector."""
-    sentences = list(dict.fromkeys(s for pairs in tasks.values() for p in pairs for s in (p.sentence1, p.sentence2)))
-    emb = np.asarray(encode(sentences), dtype=np.float64)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+def unique_sentences(tasks: dict[str, list[Pair]]) -> list[str]:
+    """Every distinct sentence once, in first-seen order (so each is embedded once)."""
+    return list(dict.fromkeys(s for pairs in tasks.values() for p in pairs for s in (p.sentence1, p.sentence2)))
+
+
+def vector_map(sentences: list[str], vectors: np.ndarray) -> dict[str, np.ndarray]:
+    """sentence -> L2-normalised float64 vector."""
+    emb = np.asarray(vectors, dtype=np.float64)
+    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
     return dict(zip(sentences, emb))
 
 
@@ -109,7 +113,8 @@ def score_tasks(tasks: dict[str, list[Pair]], vectors: dict[str, np.ndarray]) ->
 
 
 def evaluate(tasks: dict[str, list[Pair]], encode: EncodeFn) -> dict[str, dict[str, float]]:
-    return score_tasks(tasks, embed_unique(tasks, encode))
+    sentences = unique_sentences(tasks)
+    return score_tasks(tasks, vector_map(sentences, encode(sentences)))
 
 
 def summary(scores: dict[str, dict[str, float]]) -> dict[str, float]:

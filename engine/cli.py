@@ -1,0 +1,134 @@
+"""The ``mstsb-onnx`` command line: a thin layer over the library.
+
+    mstsb-onnx export SOURCE -o DIR [--quantize int8|none]
+    mstsb-onnx check DIR --reference SOURCE [TEXTS|-]
+    mstsb-onnx eval-sts DIR --data CSV [--reference SOURCE]
+    mstsb-onnx info DIR
+
+User errors print one line and exit 1. Commands that need an extra (export, check, a reference)
+import it only when run, so the slim install's ``--help`` and ``info`` work without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from mstsb_onnx.errors import MstsbError
+
+
+def _read_lines(source: str) -> list[str]:
+    """Lines of a file, or of stdin for ``-``; blank lines skipped."""
+    try:
+        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
+    except OSError as e:
+        raise MstsbError(f"cannot read {source}: {e.strerror}") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise MstsbError(f"{'stdin' if source == '-' else source} is not UTF-8 (byte {e.start})") from e
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mstsb_onnx.export import export_model
+
+    export_model(args.source, args.output, quantize=args.quantize, revision=args.revision,
+                 max_seq_length=args.max_seq_length, force=args.force, threads=args.threads)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from mstsb_onnx.export import check_model
+
+    texts = _read_lines(args.texts) if args.texts else None
+    check_model(args.model_dir, args.reference, texts=texts, threads=args.threads)
+    print("parity: OK")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from mstsb_onnx.manifest import read_manifest, verify_files
+
+    folder = Path(args.model_dir)
+    m = read_manifest(folder)
+    verify_files(folder, m)
+    raw = m.raw
+    print(json.dumps({k: raw.get(k) for k in ("source", "dim", "max_seq_length", "pooling", "normalize",
+                                              "prompts", "default_prompt_name", "quantization", "versions")},
+                     indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_eval_sts(args: argparse.Namespace) -> int:
+    from mstsb_onnx.evaluation import run_eval_sts
+
+    run_eval_sts(args.model_dir, Path(args.data), reference=args.reference, per_task=args.per_task,
+                 out_json=args.json, out_md=args.markdown, threads=args.threads, batch_size=args.batch_size)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mstsb-onnx",
+        description="Multilingual sentence embeddings on CPUs: export XLM-R to int8 ONNX, check it, use it.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    e = sub.add_parser("export", help="export a hub id or local folder to an ONNX model folder",
+                       description="Export encoder + pooling to ONNX (int8 by default), check parity against "
+                                   "torch, and write the folder atomically. Needs the 'export' extra.")
+    e.add_argument("source", help="hub id (e.g. AIDA-UPM/mstsb-paraphrase-multilingual-mpnet-base-v2) or local folder")
+    e.add_argument("-o", "--output", required=True, help="folder to write (must not exist, unless --force)")
+    e.add_argument("--quantize", choices=["int8", "none"], default="int8", help="int8 dynamic (default) or none (fp32)")
+    e.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    e.add_argument("--max-seq-length", type=int, help="override the source's max_seq_length (default: its own, or 128)")
+    e.add_argument("--force", action="store_true", help="replace an existing output folder")
+    e.add_argument("--threads", type=int, help="threads for the parity runs (default: available cores)")
+    e.set_defaults(func=cmd_export)
+
+    c = sub.add_parser("check", help="compare an exported folder with the torch reference",
+                       description="Re-run the export-time parity checks (tokens, then vectors per language) "
+                                   "against the torch reference; exit 1 when outside the tolerances.")
+    c.add_argument("model_dir", help="folder written by `mstsb-onnx export`")
+    c.add_argument("--reference", required=True, help="the source model (hub id or folder)")
+    c.add_argument("texts", nargs="?", help="extra texts to compare, one per line; - for stdin")
+    c.add_argument("--threads", type=int)
+    c.set_defaults(func=cmd_check)
+
+    s = sub.add_parser("eval-sts", help="score a model on a multilingual STS CSV (card-style table)",
+                       description="Pearson and Spearman of cosine similarity per task, average by Fisher z. "
+                                   "With --reference, also the torch reference and the per-task delta.")
+    s.add_argument("model_dir")
+    s.add_argument("--data", required=True, help="CSV with task, idx, sentence1, sentence2, score")
+    s.add_argument("--reference", help="source model to score with torch too (needs the 'export' extra)")
+    s.add_argument("--per-task", type=int, help="use a fixed subset of this many pairs per task")
+    s.add_argument("--json", help="write the scores here")
+    s.add_argument("--markdown", help="write the table here")
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--threads", type=int)
+    s.set_defaults(func=cmd_eval_sts)
+
+    i = sub.add_parser("info", help="show an exported folder's manifest (and verify its files)")
+    i.add_argument("model_dir")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except MstsbError as e:
+        print(f"mstsb-onnx {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,60 @@
+"""``mstsb-onnx eval-sts``: score an exported model (and optionally the torch reference) on STS.
+
+Embeds each distinct sentence once per model with a progress bar, scores with ``sts``, prints
+the card-style table, and writes JSON and Markdown. The torch reference is imported only when
+asked for (``--reference``), so a slim install can score ONNX models.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from mstsb_onnx import sts
+from mstsb_onnx.embedder import Embedder
+from mstsb_onnx.progress import encode_with_progress
+
+
+def run_eval_sts(
+    model_dir: str | os.PathLike[str],
+    data: Path,
+    reference: str | None = None,
+    per_task: int | None = None,
+    out_json: str | None = None,
+    out_md: str | None = None,
+    threads: int | None = None,
+    batch_size: int = 32,
+) -> dict:
+    tasks = sts.read_sts_csv(data)
+    if per_task:
+        tasks = sts.subset(tasks, per_task)
+    embedder = Embedder(model_dir, threads=threads)
+    mode = embedder.manifest.raw.get("quantization", {}).get("mode", "?")
+    onnx_name = f"ONNX {mode}"
+    sentences = sts.unique_sentences(tasks)
+    columns: dict[str, dict[str, dict[str, float]]] = {}
+    if reference:
+        from mstsb_onnx.export.reference import TorchReference
+        from mstsb_onnx.export.source import resolve_source
+
+        ref = TorchReference(resolve_source(reference, max_seq_length=embedder.max_seq_length), threads=threads)
+        vectors = encode_with_progress(lambda t: ref.encode(t, batch_size=batch_size), sentences, "torch fp32")
+        columns["torch fp32"] = sts.score_tasks(tasks, sts.vector_map(sentences, vectors))
+    vectors = encode_with_progress(lambda t: embedder.encode(t, batch_size=batch_size), sentences, onnx_name)
+    columns[onnx_name] = sts.score_tasks(tasks, sts.vector_map(sentences, vectors))
+    table = sts.markdown_table(columns, reference="torch fp32" if reference else None)
+    print(table)
+    result = {
+        "model_dir": str(model_dir),
+        "data": str(data),
+        "per_task": per_task,
+        "columns": columns,
+        "summary": {name: sts.summary(scores) for name, scores in columns.items()},
+    }
+    if out_json:
+        Path(out_json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    if out_md:
+        Path(out_md).write_text(table + "\n", encoding="utf-8")
+    return result
+

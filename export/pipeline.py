@@ -1,0 +1,224 @@
+"""``export_model``: source model -> verified ONNX folder, written atomically.
+
+Steps: resolve the source; export the fp32 graph (encoder + pooling); write tokenizer.json from
+the transformers tokenizer actually loaded; for int8, smooth activations and quantize; write the
+manifest (settings, versions, sha256 of every file); check parity against the torch reference
+(fp32 intermediate and shipped model) and record it; only then move the folder into place.
+
+A failed or interrupted export leaves no folder at the destination (work happens in a hidden
+sibling folder that is renamed at the very end), so a half folder can never load.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mstsb_onnx.embedder import MODEL_FILE, TOKENIZER_FILE, Embedder
+from mstsb_onnx.errors import ExportError
+from mstsb_onnx.export import parity
+from mstsb_onnx.export.deps import require
+from mstsb_onnx.export.graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_fp32
+from mstsb_onnx.export.probes import probe_set
+from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
+from mstsb_onnx.export.reference import SentenceTransformersReference, TorchReference
+from mstsb_onnx.export.smooth import smooth_graph
+from mstsb_onnx.export.source import SourceModel, resolve_source
+from mstsb_onnx.manifest import FORMAT, MANIFEST_NAME, sha256_file
+from mstsb_onnx.tokenizer import Tokenizer, pad_batch
+
+QUANTIZE_MODES = ("int8", "none")
+# The shipped int8 recipe; README "Export recipe" has the measurements behind each choice.
+DEFAULT_QUANT = QuantConfig(per_channel=True, reduce_range=False, embedding="int8-per-row")
+SMOOTH_ALPHA = 0.7
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    manifest: dict
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for dist in ("mstsb-onnx", "torch", "transformers", "onnx", "onnxruntime", "tokenizers", "optimum",
+                 "optimum-onnx", "sentence-transformers", "numpy"):
+        try:
+            out[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            continue
+    return out
+
+
+def _write_tokenizer(src: SourceModel, out: Path) -> tuple[object, int]:
+    """Save the backend of the tokenizer transformers loads: what the reference really uses."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
+    if not getattr(tok, "is_fast", False):
+        raise ExportError(f"{src.model_dir}: no fast tokenizer could be built (is `tokenizers` installed?)")
+    tok.backend_tokenizer.save(str(out / TOKENIZER_FILE))
+    if tok.pad_token_id is None:
+        raise ExportError(f"{src.model_dir}: the tokenizer has no pad token")
+    return tok, int(tok.pad_token_id)
+
+
+def _calibration_feeds(tokenizer_path: Path, src: SourceModel, pad_id: int) -> Iterator[dict[str, np.ndarray]]:
+    tok = Tokenizer.from_file(tokenizer_path, src.max_seq_length, pad_id)
+    seqs = tok.encode([src.default_prompt + t for texts in probe_set().values() for t in texts])
+    for start in range(0, len(seqs), 16):
+        ids, mask = pad_batch(seqs[start : start + 16], pad_id)
+        yield {"input_ids": ids, "attention_mask": mask}
+
+
+def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: int) -> dict:
+    return {
+        "format": FORMAT,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "source": {"model_id": src.model_id, "revision": src.revision, "sentence_transformers": src.sentence_transformers},
+        "dim": info["hidden_size"],
+        "max_seq_length": src.max_seq_length,
+        "pooling": src.pooling,
+        "normalize": src.normalize,
+        "prompts": src.prompts,
+        "default_prompt_name": src.default_prompt_name,
+        "pad_token_id": pad_id,
+        "onnx": {"opset": OPSET, "inputs": INPUT_NAMES, "output": OUTPUT_NAME, "exporter": "torch.onnx (dynamo=False)"},
+        "quantization": quant,
+        "versions": _versions(),
+        "files": {name: sha256_file(folder / name) for name in (MODEL_FILE, TOKENIZER_FILE)},
+    }
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _move_into_place(tmp: Path, output: Path, force: bool) -> None:
+    if output.exists():
+        if not force:
+            raise ExportError(f"{output} already exists; pass --force to replace it")
+        old = output.with_name(f".{output.name}.old-{os.getpid()}")
+        os.replace(output, old)
+        os.replace(tmp, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, output)
+
+
+def export_model(
+    source: str,
+    output: str | os.PathLike[str],
+    *,
+    quantize: str = "int8",
+    revision: str | None = None,
+    max_seq_length: int | None = None,
+    force: bool = False,
+    threads: int | None = None,
+    log: Log = print,
+) -> ExportResult:
+    """Export ``source`` (hub id or folder) to ``output``; raises ``ParityError`` if parity fails."""
+    if quantize not in QUANTIZE_MODES:
+        raise ExportError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
+    require()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    output = Path(output).expanduser().resolve()
+    if output.exists() and not force:
+        raise ExportError(f"{output} already exists; pass --force to replace it")
+    src = resolve_source(source, revision=revision, max_seq_length=max_seq_length)
+    log(f"source: {src.model_id} ({'sentence-transformers' if src.sentence_transformers else 'transformers'} "
+        f"folder; pooling={src.pooling}, max_seq_length={src.max_seq_length}, normalize={src.normalize}, "
+        f"default prompt={src.default_prompt!r})")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    try:
+        work = tmp / "work"
+        work.mkdir()
+        log("exporting the fp32 graph (torch.onnx, encoder + pooling)...")
+        info = export_fp32(src, work / "fp32.onnx")
+        reference_tok, pad_id = _write_tokenizer(src, tmp)
+        reference = TorchReference(src, threads=threads)
+        references: dict[str, object] = {"torch (transformers + pooling)": reference}
+        if src.sentence_transformers:
+            references["sentence-transformers"] = SentenceTransformersReference(src)
+
+        # Parity of the fp32 graph first: an export bug must not hide behind quantization noise.
+        shutil.copy2(work / "fp32.onnx", tmp / MODEL_FILE)
+        _write_manifest(tmp, _manifest(src, tmp, info, {"mode": "none"}, pad_id))
+        fp32_reports, failures = parity.check_against(
+            Embedder(tmp, threads=threads), references, reference.tokenize, src.default_prompt, quantized=False
+        )
+        for r in fp32_reports:
+            log("fp32 " + r.table())
+        parity.raise_on(failures, "the fp32 graph")
+
+        quant: dict = {"mode": "none"}
+        reports = fp32_reports
+        if quantize == "int8":
+            log("smoothing activations and quantizing to int8...")
+            smooth = smooth_graph(work / "fp32.onnx", work / "smooth.onnx",
+                                  _calibration_feeds(tmp / TOKENIZER_FILE, src, pad_id), alpha=SMOOTH_ALPHA)
+            q = quantize_int8(work / "smooth.onnx", tmp / MODEL_FILE, DEFAULT_QUANT)
+            quant = {"mode": "int8", **DEFAULT_QUANT.to_dict(), "smoothing": smooth, **q}
+            _write_manifest(tmp, _manifest(src, tmp, info, quant, pad_id))
+            reports, failures = parity.check_against(
+                Embedder(tmp, threads=threads), references, reference.tokenize, src.default_prompt, quantized=True
+            )
+            for r in reports:
+                log("int8 " + r.table())
+            parity.raise_on(failures, "the int8 model")
+        shutil.rmtree(work)
+
+        manifest = _manifest(src, tmp, info, quant, pad_id)
+        manifest["parity"] = {
+            "thresholds": {"fp32_max_abs_diff": parity.FP32_MAX_ABS_DIFF, "int8_min_cosine": parity.INT8_MIN_COSINE},
+            "fp32_graph": [r.as_dict() for r in fp32_reports],
+            "model": [r.as_dict() for r in reports],
+            "tokenization": "identical to the transformers tokenizer on the probe set and edge cases",
+        }
+        manifest["tokenizer"] = {"written_from": f"transformers {type(reference_tok).__name__}.backend_tokenizer"}
+        _write_manifest(tmp, manifest)
+        _move_into_place(tmp, output, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    size = (output / MODEL_FILE).stat().st_size
+    log(f"wrote {output} ({size / 1e6:.1f} MB model.onnx, quantization={quantize})")
+    return ExportResult(output, manifest)
+
+
+def check_model(model_dir: str | os.PathLike[str], reference: str, texts: list[str] | None = None,
+                threads: int | None = None, log: Log = print) -> list[parity.ParityReport]:
+    """Re-run the export parity for an existing folder, optionally on user texts too."""
+    require()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    embedder = Embedder(model_dir, threads=threads)
+    src = resolve_source(reference, max_seq_length=embedder.max_seq_length)
+    ref = TorchReference(src, threads=threads)
+    references: dict[str, object] = {"torch (transformers + pooling)": ref}
+    if src.sentence_transformers:
+        references["sentence-transformers"] = SentenceTransformersReference(src)
+    quantized = embedder.manifest.raw.get("quantization", {}).get("mode") == "int8"
+    reports, failures = parity.check_against(
+        embedder, references, ref.tokenize, embedder.manifest.default_prompt, quantized, extra_texts=texts or ()
+    )
+    for r in reports:
+        log(r.table())
+    parity.raise_on(failures, str(model_dir))
+    return reports
