@@ -55,14 +55,23 @@ def _channel_maxima(model, tensors: list[str], feeds: Iterable[dict[str, np.ndar
     return amax
 
 
+OUTLIER_SUFFIX = "_outliers_fp32"
+
+
 def smooth_graph(
     in_path: Path,
     out_path: Path,
     calibration_feeds: Iterable[dict[str, np.ndarray]],
     alpha: float = 0.5,
     patterns: tuple[str, ...] = (r"MatMul$",),
+    outliers: int = 0,
 ) -> dict:
-    """Write the smoothed fp32 graph; returns what was done (for the manifest)."""
+    """Write the smoothed fp32 graph; returns what was done (for the manifest).
+
+    ``outliers`` > 0 also splits off, per input tensor, that many channels with the largest
+    calibration maxima into a small fp32 MatMul (named ``*_outliers_fp32``, which the quantizer
+    must leave alone); the int8 MatMul sees those channels as zeros.
+    """
     import onnx
     from onnx import helper, numpy_helper
 
@@ -70,7 +79,8 @@ def smooth_graph(
     groups = _target_groups(model, patterns)
     amax = _channel_maxima(model, list(groups), calibration_feeds)
     inits = {i.name: i for i in model.graph.initializer}
-    new_nodes: dict[str, object] = {}
+    post_adds: list[tuple[str, object]] = []
+    new_nodes: dict[str, list] = {}
     ratios = []
     for act, nodes in groups.items():
         weights = {n.input[1]: numpy_helper.to_array(inits[n.input[1]]) for n in nodes}
@@ -78,15 +88,32 @@ def smooth_graph(
         s = np.power(np.maximum(amax[act], 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1 - alpha)
         s = np.clip(s, 1e-4, 1e4).astype(np.float32)
         ratios.append(float(amax[act].max() / max(np.median(amax[act]), 1e-9)))
+        inv = (1.0 / s).astype(np.float32)
+        # Channels that hurt int8 most: large activations times large weights.
+        split = np.sort(np.argsort(amax[act] * wmax)[::-1][:outliers]) if outliers else np.zeros(0, np.int64)
+        inv[split] = 0.0
         for name, w in weights.items():
-            init = inits[name]
-            init.CopyFrom(numpy_helper.from_array((w * s[:, None]).astype(np.float32), name))
+            scaled = (w * s[:, None]).astype(np.float32)
+            scaled[split] = 0.0  # those rows live in the fp32 path; keep them out of the int8 scales
+            inits[name].CopyFrom(numpy_helper.from_array(scaled, name))
         inv_name = act + "_smooth_inv"
-        model.graph.initializer.append(numpy_helper.from_array((1.0 / s).astype(np.float32), inv_name))
+        model.graph.initializer.append(numpy_helper.from_array(inv, inv_name))
         smoothed = act + "_smoothed"
-        new_nodes[act] = helper.make_node("Mul", [act, inv_name], [smoothed], name=smoothed)
+        extra = [helper.make_node("Mul", [act, inv_name], [smoothed], name=smoothed)]
+        if len(split):
+            idx_name, picked = act + "_outlier_idx", act + "_outliers"
+            model.graph.initializer.append(numpy_helper.from_array(split.astype(np.int64), idx_name))
+            extra.append(helper.make_node("Gather", [act, idx_name], [picked], name=picked, axis=-1))
         for n in nodes:
             n.input[0] = smoothed
+            if len(split):
+                w_name = n.input[1] + "_outlier_rows"
+                model.graph.initializer.append(numpy_helper.from_array(weights[n.input[1]][split].astype(np.float32), w_name))
+                out, part, side = n.output[0], n.output[0] + "_int8part", n.output[0] + OUTLIER_SUFFIX
+                n.output[0] = part
+                extra.append(helper.make_node("MatMul", [act + "_outliers", w_name], [side], name=n.name + OUTLIER_SUFFIX))
+                post_adds.append((n.name, helper.make_node("Add", [part, side], [out], name=n.name + "_merge")))
+        new_nodes[act] = extra
     # Insert each Mul right before the first MatMul that reads it (keeps the graph sorted).
     ordered = []
     placed = set()
@@ -94,9 +121,10 @@ def smooth_graph(
         if node.op_type == "MatMul" and node.input[0].endswith("_smoothed"):
             act = node.input[0][: -len("_smoothed")]
             if act in new_nodes and act not in placed:
-                ordered.append(new_nodes[act])
+                ordered.extend(new_nodes[act])
                 placed.add(act)
         ordered.append(node)
+        ordered.extend(add for name, add in post_adds if name == node.name)
     del model.graph.node[:]
     model.graph.node.extend(ordered)
     onnx.save(model, str(out_path))
@@ -104,5 +132,6 @@ def smooth_graph(
         "alpha": alpha,
         "patterns": list(patterns),
         "groups": len(groups),
+        "outlier_channels_fp32": outliers,
         "max_outlier_ratio": round(max(ratios), 1) if ratios else None,
     }

