@@ -1,8 +1,8 @@
 """The ``mstsb-onnx`` command line: a thin layer over the library.
 
     mstsb-onnx export SOURCE -o DIR [--quantize int8|none]
-    mstsb-onnx check DIR --reference SOURCE [TEXTS|-]
-    mstsb-onnx eval-sts DIR --data CSV [--reference SOURCE]
+    mstsb-onnx check DIR --reference SOURCE [--texts FILE|-]
+    mstsb-onnx eval-sts DIR [DIR...] --data CSV [--reference SOURCE]
     mstsb-onnx info DIR
 
 User errors print one line and exit 1. Commands that need an extra (export, check, a reference)
@@ -66,7 +66,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_eval_sts(args: argparse.Namespace) -> int:
     from mstsb_onnx.evaluation import run_eval_sts
 
-    run_eval_sts(args.model_dir, Path(args.data), reference=args.reference, per_task=args.per_task,
+    run_eval_sts(args.model_dirs, Path(args.data), reference=args.reference, per_task=args.per_task,
                  out_json=args.json, out_md=args.markdown, threads=args.threads, batch_size=args.batch_size)
     return 0
 
@@ -95,14 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
                                    "against the torch reference; exit 1 when outside the tolerances.")
     c.add_argument("model_dir", help="folder written by `mstsb-onnx export`")
     c.add_argument("--reference", required=True, help="the source model (hub id or folder)")
-    c.add_argument("texts", nargs="?", help="extra texts to compare, one per line; - for stdin")
+    c.add_argument("--texts", metavar="FILE", help="also compare these texts, one per line; - for stdin")
     c.add_argument("--threads", type=int)
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("eval-sts", help="score a model on a multilingual STS CSV (card-style table)",
                        description="Pearson and Spearman of cosine similarity per task, average by Fisher z. "
                                    "With --reference, also the torch reference and the per-task delta.")
-    s.add_argument("model_dir")
+    s.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="one or more exported folders")
     s.add_argument("--data", required=True, help="CSV with task, idx, sentence1, sentence2, score")
     s.add_argument("--reference", help="source model to score with torch too (needs the 'export' extra)")
     s.add_argument("--per-task", type=int, help="use a fixed subset of this many pairs per task")

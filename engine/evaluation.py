@@ -17,7 +17,7 @@ from mstsb_onnx.progress import encode_with_progress
 
 
 def run_eval_sts(
-    model_dir: str | os.PathLike[str],
+    model_dirs: list[str | os.PathLike[str]],
     data: Path,
     reference: str | None = None,
     per_task: int | None = None,
@@ -29,24 +29,26 @@ def run_eval_sts(
     tasks = sts.read_sts_csv(data)
     if per_task:
         tasks = sts.subset(tasks, per_task)
-    embedder = Embedder(model_dir, threads=threads)
-    mode = embedder.manifest.raw.get("quantization", {}).get("mode", "?")
-    onnx_name = f"ONNX {mode}"
+    embedders = [Embedder(d, threads=threads) for d in model_dirs]
     sentences = sts.unique_sentences(tasks)
     columns: dict[str, dict[str, dict[str, float]]] = {}
     if reference:
         from mstsb_onnx.export.reference import TorchReference
         from mstsb_onnx.export.source import resolve_source
 
-        ref = TorchReference(resolve_source(reference, max_seq_length=embedder.max_seq_length), threads=threads)
+        ref = TorchReference(resolve_source(reference, max_seq_length=embedders[0].max_seq_length), threads=threads)
         vectors = encode_with_progress(lambda t: ref.encode(t, batch_size=batch_size), sentences, "torch fp32")
         columns["torch fp32"] = sts.score_tasks(tasks, sts.vector_map(sentences, vectors))
-    vectors = encode_with_progress(lambda t: embedder.encode(t, batch_size=batch_size), sentences, onnx_name)
-    columns[onnx_name] = sts.score_tasks(tasks, sts.vector_map(sentences, vectors))
+    for folder, embedder in zip(model_dirs, embedders):
+        name = f"ONNX {embedder.manifest.raw.get('quantization', {}).get('mode', '?')}"
+        if name in columns:
+            name = f"{name} ({Path(folder).name})"
+        vectors = encode_with_progress(lambda t: embedder.encode(t, batch_size=batch_size), sentences, name)
+        columns[name] = sts.score_tasks(tasks, sts.vector_map(sentences, vectors))
     table = sts.markdown_table(columns, reference="torch fp32" if reference else None)
     print(table)
     result = {
-        "model_dir": str(model_dir),
+        "model_dirs": [str(d) for d in model_dirs],
         "data": str(data),
         "per_task": per_task,
         "columns": columns,

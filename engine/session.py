@@ -19,19 +19,21 @@ from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, Inva
 
 from mstsb_onnx.errors import ModelFolderError
 
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
 
 def _cgroup_cpu_limit() -> float | None:
     """CPUs allowed by the cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), if any."""
     try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        quota, period = (CGROUP_ROOT / "cpu.max").read_text().split()[:2]
         if quota != "max":
             return int(quota) / int(period)
         return None
     except (OSError, ValueError):
         pass
     try:
-        quota = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us").read_text())
-        period = int(Path("/sys/fs/cgroup/cpu/cpu.cfs_period_us").read_text())
+        quota = int((CGROUP_ROOT / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((CGROUP_ROOT / "cpu" / "cpu.cfs_period_us").read_text())
         return quota / period if quota > 0 and period > 0 else None
     except (OSError, ValueError):
         return None

@@ -59,8 +59,20 @@ def read_sts_csv(path: Path) -> dict[str, list[Pair]]:
 
 
 def subset(tasks: dict[str, list[Pair]], per_task: int) -> dict[str, list[Pair]]:
-    """A fixed subset: the ``per_task`` pairs with the smallest idx in each task."""
-    return {t: sorted(p, key=lambda x: x.idx)[:per_task] for t, p in tasks.items()}
+    """A fixed subset: ``per_task`` pairs per task, evenly spaced by idx.
+
+    Evenly spaced, not the first ones: STS-B is ordered by genre (captions, news, forums), so a
+    prefix would score a single genre.
+    """
+    out = {}
+    for task, pairs in tasks.items():
+        ordered = sorted(pairs, key=lambda x: x.idx)
+        if len(ordered) <= per_task:
+            out[task] = ordered
+        else:
+            picks = np.unique(np.linspace(0, len(ordered) - 1, per_task).round().astype(int))
+            out[task] = [ordered[i] for i in picks]
+    return out
 
 
 def rankdata(x: np.ndarray) -> np.ndarray:

@@ -30,15 +30,18 @@ from mstsb_onnx.export.graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_fp32
 from mstsb_onnx.export.probes import probe_set
 from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
 from mstsb_onnx.export.reference import SentenceTransformersReference, TorchReference
-from mstsb_onnx.export.smooth import smooth_graph
+from mstsb_onnx.export.smooth import OUTLIER_SUFFIX, smooth_graph
 from mstsb_onnx.export.source import SourceModel, resolve_source
 from mstsb_onnx.manifest import FORMAT, MANIFEST_NAME, sha256_file
 from mstsb_onnx.tokenizer import Tokenizer, pad_batch
 
 QUANTIZE_MODES = ("int8", "none")
 # The shipped int8 recipe; README "Export recipe" has the measurements behind each choice.
-DEFAULT_QUANT = QuantConfig(per_channel=True, reduce_range=False, embedding="int8-per-row")
-SMOOTH_ALPHA = 0.7
+DEFAULT_QUANT = QuantConfig(
+    per_channel=True, reduce_range=False, embedding="int8-per-row", exclude=(OUTLIER_SUFFIX + "$",)
+)
+SMOOTH_ALPHA = 0.5
+OUTLIER_CHANNELS = 64
 
 Log = Callable[[str], None]
 
@@ -171,7 +174,8 @@ def export_model(
         if quantize == "int8":
             log("smoothing activations and quantizing to int8...")
             smooth = smooth_graph(work / "fp32.onnx", work / "smooth.onnx",
-                                  _calibration_feeds(tmp / TOKENIZER_FILE, src, pad_id), alpha=SMOOTH_ALPHA)
+                                  _calibration_feeds(tmp / TOKENIZER_FILE, src, pad_id), alpha=SMOOTH_ALPHA,
+                                  outliers=OUTLIER_CHANNELS)
             q = quantize_int8(work / "smooth.onnx", tmp / MODEL_FILE, DEFAULT_QUANT)
             quant = {"mode": "int8", **DEFAULT_QUANT.to_dict(), "smoothing": smooth, **q}
             _write_manifest(tmp, _manifest(src, tmp, info, quant, pad_id))

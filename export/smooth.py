@@ -80,6 +80,10 @@ def smooth_graph(
     amax = _channel_maxima(model, list(groups), calibration_feeds)
     inits = {i.name: i for i in model.graph.initializer}
     post_adds: list[tuple[str, object]] = []
+    bias_add = {
+        x: node for node in model.graph.node if node.op_type == "Add"
+        for x in node.input if any(i in inits for i in node.input)
+    }
     new_nodes: dict[str, list] = {}
     ratios = []
     for act, nodes in groups.items():
@@ -109,10 +113,12 @@ def smooth_graph(
             if len(split):
                 w_name = n.input[1] + "_outlier_rows"
                 model.graph.initializer.append(numpy_helper.from_array(weights[n.input[1]][split].astype(np.float32), w_name))
-                out, part, side = n.output[0], n.output[0] + "_int8part", n.output[0] + OUTLIER_SUFFIX
-                n.output[0] = part
+                # Merge after the bias Add, so MatMul -> Add(bias) stays adjacent for ORT's fusions.
+                target = bias_add.get(n.output[0], n)
+                out, part, side = target.output[0], target.output[0] + "_int8part", n.output[0] + OUTLIER_SUFFIX
+                target.output[0] = part
                 extra.append(helper.make_node("MatMul", [act + "_outliers", w_name], [side], name=n.name + OUTLIER_SUFFIX))
-                post_adds.append((n.name, helper.make_node("Add", [part, side], [out], name=n.name + "_merge")))
+                post_adds.append((target.name, helper.make_node("Add", [part, side], [out], name=n.name + "_merge")))
         new_nodes[act] = extra
     # Insert each Mul right before the first MatMul that reads it (keeps the graph sorted).
     ordered = []

@@ -1,0 +1,39 @@
+# mstsb-onnx: set-up, tests, demo and benchmarks. Every target creates the venv it needs.
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+MODEL ?=
+DATA ?= ../shared/data/mstsb
+
+.PHONY: venv test test-fast demo standin eval bench clean
+
+venv: $(VENV)/.installed
+
+# torch is installed first and pinned exactly: an unpinned torch pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+standin: venv
+	$(BIN)/python -m benchmarks.standin
+
+demo: venv
+	$(BIN)/python -m benchmarks.demo $(if $(MODEL),--model $(MODEL),)
+
+eval: venv
+	$(BIN)/python -m benchmarks.eval_sts --data $(DATA)/sts31-dev.csv
+
+bench: venv
+	$(BIN)/python -m benchmarks.bench --data $(DATA)/sentences-unscored.csv
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info models .pytest_cache

@@ -1,0 +1,67 @@
+"""The command line: help, one-line errors with exit 1, info, check with stdin, eval-sts."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mstsb_onnx.cli import main
+
+
+def run_cli(args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mstsb_onnx.cli", *args], input=stdin, capture_output=True,
+                          text=True, timeout=600)
+
+
+@pytest.mark.parametrize("command", ["export", "check", "eval-sts", "info"])
+def test_help_reads_well(command: str) -> None:
+    res = run_cli([command, "--help"])
+    assert res.returncode == 0 and "usage: mstsb-onnx" in res.stdout
+
+
+def test_user_error_is_one_line_exit_1(tmp_path: Path) -> None:
+    res = run_cli(["info", str(tmp_path / "missing")])
+    assert res.returncode == 1
+    assert res.stderr.strip().count("\n") == 0 and "does not exist" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_export_error_is_one_line(tmp_path: Path) -> None:
+    res = run_cli(["export", str(tmp_path / "nope"), "-o", str(tmp_path / "out")])
+    assert res.returncode == 1 and "does not exist" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_info(tiny_int8: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["info", str(tiny_int8)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["dim"] == 32 and shown["quantization"]["mode"] == "int8"
+
+
+def test_check_passes_with_user_text_from_stdin(tiny_int8: Path, tiny_src: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("first line\n\nzweite Zeile 🙂\n".encode())))
+    assert main(["check", str(tiny_int8), "--reference", str(tiny_src), "--texts", "-"]) == 0
+    out = capsys.readouterr().out
+    assert "user" in out and "parity: OK" in out
+
+
+def test_check_fails_against_another_model(tiny_int8: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks.xlmr import build_tiny_xlmr
+
+    from conftest import tiny_lines
+
+    other = build_tiny_xlmr(tmp_path / "other", tiny_lines(), seed=1)
+    assert main(["check", str(tiny_int8), "--reference", str(other)]) == 1
+    assert "failed parity" in capsys.readouterr().err
+
+
+def test_check_rejects_non_utf8_stdin(tiny_int8: Path, tiny_src: Path, monkeypatch: pytest.MonkeyPatch,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\xfe\n")))
+    assert main(["check", str(tiny_int8), "--reference", str(tiny_src), "--texts", "-"]) == 1
+    assert "not UTF-8" in capsys.readouterr().err

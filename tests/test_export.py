@@ -1,0 +1,165 @@
+"""Export: folder layout, manifest, parity recorded, source variants, refusals, atomic writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mstsb_onnx import Embedder, ExportError, ParityError
+from mstsb_onnx.export import export_model, parity
+from mstsb_onnx.export.source import resolve_source
+from mstsb_onnx.manifest import MANIFEST_NAME, sha256_file
+
+from conftest import _quiet, tiny_lines
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / MANIFEST_NAME).read_text())
+
+
+@pytest.mark.parametrize("mode", ["int8", "none"])
+def test_folder_and_manifest(tiny_int8: Path, tiny_fp32: Path, mode: str) -> None:
+    folder = tiny_int8 if mode == "int8" else tiny_fp32
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
+    m = _manifest(folder)
+    assert m["dim"] == 32 and m["max_seq_length"] == 128 and m["pooling"] == "mean"
+    assert m["quantization"]["mode"] == mode
+    for name, digest in m["files"].items():
+        assert sha256_file(folder / name) == digest
+    for pkg in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers"):
+        assert m["versions"][pkg]
+    # Parity figures are recorded for every language and for the edge cases.
+    groups = m["parity"]["model"][0]["groups"]
+    assert {"en", "ar", "zh-TW", "edge"} <= set(groups)
+    assert m["parity"]["fp32_graph"][0]["max_abs_diff"] <= parity.FP32_MAX_ABS_DIFF
+    if mode == "int8":
+        assert m["parity"]["model"][0]["min_cosine"] >= parity.INT8_MIN_COSINE
+        assert m["quantization"]["embedding_table"]["rows"] > 0
+
+
+def test_graph_has_dynamic_axes_and_named_io(tiny_int8: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(tiny_int8 / "model.onnx")).graph
+    assert [i.name for i in graph.input] == ["input_ids", "attention_mask"]
+    assert [o.name for o in graph.output] == ["sentence_embedding"]
+    dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+    out_dims = [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim]
+    assert out_dims[0] == "batch" and out_dims[1] == 32
+    # The embedding table is stored int8 (per-row scales), not fp32.
+    dtypes = {i.name: i.data_type for i in graph.initializer}
+    assert any(name.endswith("_int8") and dt == onnx.TensorProto.INT8 for name, dt in dtypes.items())
+
+
+def test_plain_transformers_checkpoint_gets_card_defaults(tiny_src: Path, tmp_path: Path) -> None:
+    plain = tmp_path / "plain"
+    shutil.copytree(tiny_src, plain)
+    for name in ("modules.json", "sentence_bert_config.json", "config_sentence_transformers.json"):
+        (plain / name).unlink()
+    shutil.rmtree(plain / "1_Pooling")
+    src = resolve_source(str(plain))
+    assert (src.pooling, src.max_seq_length, src.normalize, src.prompts) == ("mean", 128, False, {})
+    out = export_model(str(plain), tmp_path / "out", quantize="none", log=_quiet).path
+    assert _manifest(out)["source"]["sentence_transformers"] is False
+
+
+VARIANTS = {
+    "cls": dict(pooling="cls"),
+    "max": dict(pooling="max"),
+    "normalize": dict(normalize=True),
+    "prompt": dict(prompts={"query": "query: "}, default_prompt_name="query"),
+    "seq32": dict(max_seq_length=32),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS), ids=list(VARIANTS))
+def test_sentence_transformers_settings_are_followed(variant: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Export passes parity against SentenceTransformer(folder).encode for each setting."""
+    from benchmarks.xlmr import build_tiny_xlmr
+
+    root = tmp_path_factory.mktemp(variant)
+    src = build_tiny_xlmr(root / "src", tiny_lines(), **VARIANTS[variant])
+    out = export_model(str(src), root / "out", quantize="none", log=_quiet).path
+    m = _manifest(out)
+    against = [r["against"] for r in m["parity"]["model"]]
+    assert "sentence-transformers" in against
+    expected = {**dict(pooling="mean", normalize=False, max_seq_length=128), **VARIANTS[variant]}
+    for key in ("pooling", "normalize", "max_seq_length"):
+        assert m[key] == expected[key]
+    if variant == "normalize":
+        np.testing.assert_allclose(np.linalg.norm(Embedder(out).encode(["a b c", "x"]), axis=1), 1.0, atol=1e-5)
+    if variant == "prompt":
+        assert m["default_prompt_name"] == "query" and m["prompts"]["query"] == "query: "
+
+
+@pytest.mark.parametrize(
+    "edit, fragment",
+    [
+        (lambda d: (d / "modules.json").write_text(json.dumps(
+            json.loads((d / "modules.json").read_text())
+            + [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}])),
+         "Dense"),
+        (lambda d: (d / "1_Pooling" / "config.json").write_text(json.dumps(
+            {"pooling_mode_weightedmean_tokens": True})), "weightedmean"),
+        (lambda d: (d / "sentence_bert_config.json").write_text(json.dumps(
+            {"max_seq_length": 128, "do_lower_case": True})), "do_lower_case"),
+        (lambda d: (d / "config.json").unlink(), "no config.json"),
+    ],
+    ids=["dense", "weightedmean", "lowercase", "no-config"],
+)
+def test_unsupported_sources_are_refused(tiny_src: Path, tmp_path: Path, edit, fragment: str) -> None:
+    src = tmp_path / "src"
+    shutil.copytree(tiny_src, src)
+    edit(src)
+    with pytest.raises(ExportError, match=fragment):
+        export_model(str(src), tmp_path / "out", log=_quiet)
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_local_folder(tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="does not exist"):
+        export_model(str(tmp_path / "missing"), tmp_path / "out", log=_quiet)
+
+
+def test_unreachable_hub_id_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ExportError, match="could not download 'nobody/no-such-model'"):
+        export_model("nobody/no-such-model", tmp_path / "out", log=_quiet)
+
+
+def test_existing_output_needs_force(tiny_src: Path, tiny_fp32: Path) -> None:
+    with pytest.raises(ExportError, match="already exists"):
+        export_model(str(tiny_src), tiny_fp32, log=_quiet)
+
+
+def test_failed_parity_leaves_nothing(tiny_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parity, "FP32_MAX_ABS_DIFF", -1.0)  # nothing can pass
+    out = tmp_path / "out"
+    with pytest.raises(ParityError, match="fp32 max abs diff"):
+        export_model(str(tiny_src), out, quantize="none", log=_quiet)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_interrupted_export_leaves_nothing(tiny_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from mstsb_onnx.export import pipeline
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pipeline, "quantize_int8", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        export_model(str(tiny_src), tmp_path / "out", log=_quiet)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_force_replaces_atomically(tiny_src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    export_model(str(tiny_src), out, quantize="none", log=_quiet)
+    export_model(str(tiny_src), out, quantize="int8", force=True, log=_quiet)
+    assert _manifest(out)["quantization"]["mode"] == "int8"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]

@@ -1,0 +1,49 @@
+"""Thread defaults follow the cores this process may use, not the machine's count."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from mstsb_onnx import session
+
+
+def test_affinity_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})
+    monkeypatch.setattr(session, "_cgroup_cpu_limit", lambda: None)
+    assert session.available_cpus() == 3
+
+
+@pytest.mark.parametrize("quota, expected", [(1.5, 2), (0.2, 1), (8.0, 3), (None, 3)], ids=str)
+def test_cgroup_quota_caps(monkeypatch: pytest.MonkeyPatch, quota, expected: int) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
+    monkeypatch.setattr(session, "_cgroup_cpu_limit", lambda: quota)
+    assert session.available_cpus() == expected
+
+
+@pytest.mark.parametrize("text, expected", [("150000 100000\n", 1.5), ("max 100000\n", None)], ids=["quota", "max"])
+def test_cgroup_v2_file_is_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected) -> None:
+    (tmp_path / "cpu.max").write_text(text)
+    monkeypatch.setattr(session, "CGROUP_ROOT", tmp_path)
+    assert session._cgroup_cpu_limit() == expected
+
+
+def test_session_options_are_explicit() -> None:
+    so = session.session_options(threads=2, spin=False)
+    assert so.intra_op_num_threads == 2 and so.inter_op_num_threads == 1
+    assert so.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True], ids=str)
+def test_bad_thread_counts(bad) -> None:
+    with pytest.raises(ValueError, match="threads"):
+        session.session_options(threads=bad)
+
+
+def test_unknown_provider(tiny_int8: Path) -> None:
+    from mstsb_onnx import Embedder
+
+    with pytest.raises(ValueError, match="NoSuchExecutionProvider"):
+        Embedder(tiny_int8, providers=["NoSuchExecutionProvider"])
