@@ -41,7 +41,7 @@ DEFAULT_QUANT = QuantConfig(
     per_channel=True, reduce_range=False, embedding="int8-per-row", exclude=(OUTLIER_SUFFIX + "$",)
 )
 SMOOTH_ALPHA = 0.5
-OUTLIER_CHANNELS = 64
+OUTLIER_CHANNELS = 128
 
 Log = Callable[[str], None]
 

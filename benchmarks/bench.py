@@ -1,0 +1,358 @@
+"""Benchmark against PyTorch: latency, throughput, memory, cold start, size -- one command.
+
+    python -m benchmarks.bench --data ../shared/data/mstsb/sentences-unscored.csv   # or: make bench
+
+Model: a full-size XLM-R-base-shaped checkpoint with random weights (the card's config; speed
+does not depend on weight values), built locally. Variants, same machine and thread count,
+interleaved round by round, medians after warm-up:
+
+* ``torch fp32 (ST)``      sentence-transformers ``encode`` (length-sorted), the card's model as users run it
+* ``torch fp32 (card)``    the card's transformers + mean pooling code (batch 1 and fixed shapes only)
+* ``torch int8``           ``torch.ao.quantization.quantize_dynamic`` on every nn.Linear, via ST
+* ``ONNX fp32``            our fp32 export through ``Embedder``
+* ``ST ONNX int8``         sentence-transformers' own ``backend="onnx"`` with optimum's avx512_vnni file
+* ``ours int8``            our int8 export through ``Embedder``
+
+Writes ``benchmarks/results/bench.json``, ``benchmarks/RESULTS.md`` and two PNG plots.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mstsb_onnx import benchmark as bm
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+OURS = "ours int8"
+BASELINE = "torch fp32 (ST)"
+LENGTHS = (8, 16, 32, 64, 128)
+LANGS = 15
+
+
+def load_sample(path: Path, n: int, seed: int = 0) -> list[str]:
+    """A fixed sample of ``n`` real sentences, the same number from each language."""
+    by_lang: dict[str, list[str]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            for col in ("sentence1", "sentence2"):
+                if row[col].strip():
+                    by_lang.setdefault(row["lang"], []).append(row[col])
+    rng = np.random.default_rng(seed)
+    per = -(-n // len(by_lang))
+    out = []
+    for lang in sorted(by_lang):
+        pool = list(dict.fromkeys(by_lang[lang]))
+        out += [pool[i] for i in rng.choice(len(pool), per, replace=False)]
+    rng.shuffle(out)
+    return out[:n]
+
+
+# --- artifacts ---------------------------------------------------------------------------------
+
+
+def prepare(models_dir: Path, force: bool) -> dict[str, Path]:
+    """Base-shaped random checkpoint, our fp32 and int8 exports, and ST's avx512_vnni ONNX folder."""
+    from benchmarks.xlmr import cached_base_random
+    from mstsb_onnx.export import export_model
+    from mstsb_onnx.manifest import MANIFEST_NAME
+
+    base = cached_base_random()
+    paths = {"base": base}
+    for mode, name in (("int8", "int8"), ("none", "fp32")):
+        out = models_dir / f"xlmr-base-random-{name}"
+        if force or not (out / MANIFEST_NAME).is_file():
+            export_model(str(base), out, quantize=mode, force=True)
+        paths[name] = out
+    st_dir = models_dir / "xlmr-base-random-st-onnx"
+    if force or not (st_dir / "onnx" / "model_qint8_avx512_vnni.onnx").is_file():
+        from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+        shutil.rmtree(st_dir, ignore_errors=True)
+        shutil.copytree(base, st_dir)
+        model = SentenceTransformer(str(st_dir), backend="onnx", device="cpu")
+        export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(st_dir))
+    paths["st_onnx"] = st_dir
+    return paths
+
+
+def make_variant(name: str, paths: dict[str, Path], threads: int):
+    """``encode(texts, batch_size)`` for one variant, pinned to ``threads``."""
+    import torch
+
+    def torch_threads(fn):
+        def run(texts, bs):
+            torch.set_num_threads(threads)
+            with torch.inference_mode():
+                return fn(texts, bs)
+        return run
+
+    if name == OURS or name == "ONNX fp32":
+        from mstsb_onnx import Embedder
+
+        emb = Embedder(paths["int8" if name == OURS else "fp32"], threads=threads)
+        return lambda texts, bs: emb.encode(texts, batch_size=bs)
+    if name in (BASELINE, "torch int8"):
+        from sentence_transformers import SentenceTransformer
+
+        model = SentenceTransformer(str(paths["base"]), device="cpu")
+        if name == "torch int8":
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        return torch_threads(lambda texts, bs: model.encode(texts, batch_size=bs, convert_to_numpy=True))
+    if name == "torch fp32 (card)":
+        from mstsb_onnx.export.reference import TorchReference
+        from mstsb_onnx.export.source import resolve_source
+
+        ref = TorchReference(resolve_source(str(paths["base"])), threads=threads)
+        return torch_threads(lambda texts, bs: ref.encode(texts, batch_size=bs))
+    if name == "ST ONNX int8":
+        import onnxruntime as ort
+        from sentence_transformers import SentenceTransformer
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        model = SentenceTransformer(str(paths["st_onnx"]), backend="onnx", device="cpu", model_kwargs={
+            "file_name": "onnx/model_qint8_avx512_vnni.onnx", "session_options": so})
+        return lambda texts, bs: model.encode(texts, batch_size=bs, convert_to_numpy=True)
+    raise ValueError(f"unknown variant {name!r}")
+
+
+# --- process-level measurements ------------------------------------------------------------------
+
+COLD = {
+    OURS: "from mstsb_onnx import Embedder; Embedder({p!r}, threads={t}).encode(['hello world'])",
+    "ST ONNX int8": (
+        "from sentence_transformers import SentenceTransformer; SentenceTransformer({p!r}, backend='onnx', "
+        "device='cpu', model_kwargs={{'file_name': 'onnx/model_qint8_avx512_vnni.onnx'}}).encode(['hello world'])"
+    ),
+    BASELINE: "from sentence_transformers import SentenceTransformer; "
+              "SentenceTransformer({p!r}, device='cpu').encode(['hello world'])",
+}
+COLD_PATH = {OURS: "int8", "ST ONNX int8": "st_onnx", BASELINE: "base"}
+
+
+def cold_start(paths: dict[str, Path], threads: int, rounds: int) -> dict:
+    """Wall time of a new process to its first embedding, imports included (median)."""
+    out = {}
+    times: dict[str, list[float]] = {k: [] for k in COLD}
+    for _ in range(rounds):
+        for name, code in COLD.items():
+            cmd = [sys.executable, "-c", code.format(p=str(paths[COLD_PATH[name]]), t=threads)]
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, cwd=RESULTS)
+            times[name].append(time.perf_counter() - start)
+    for name, t in times.items():
+        out[name] = bm.stats(t)
+    return out
+
+
+def peak_rss(variant: str, models_dir: Path, threads: int) -> float:
+    """Peak RSS (MiB) of a fresh process that loads ``variant`` and embeds batch 32 x 128 tokens."""
+    code = (
+        "import json, resource, sys; from benchmarks import bench; "
+        f"p = bench.paths_only({str(models_dir)!r}); "
+        f"enc = bench.make_variant({variant!r}, p, {threads}); "
+        "texts = bench.fixed_texts(p, 128, 32); [enc(texts, 32) for _ in range(3)]; "
+        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"
+    )
+    res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                         cwd=HERE.parent)
+    return float(res.stdout.strip().splitlines()[-1])
+
+
+def paths_only(models_dir: str) -> dict[str, Path]:
+    from benchmarks.xlmr import default_cache_dir
+
+    m = Path(models_dir)
+    return {"base": default_cache_dir() / "xlmr-base-random", "int8": m / "xlmr-base-random-int8",
+            "fp32": m / "xlmr-base-random-fp32", "st_onnx": m / "xlmr-base-random-st-onnx"}
+
+
+def fixed_texts(paths: dict[str, Path], n_tokens: int, n_texts: int) -> list[str]:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(paths["int8"] / "tokenizer.json"))
+    tok.no_truncation()
+    words = "the of and a to in is was for on that with by as at from his her it an were are which this".split()
+    words += "Mann Frau maison ciudad 城市 男人 город мужчина kadın adam uomo città man vrouw".split()
+    return bm.texts_with_tokens(lambda t: len(tok.encode(t).ids), words, n_tokens, n_texts)
+
+
+# --- report ------------------------------------------------------------------------------------
+
+
+def machine_info() -> dict:
+    import importlib.metadata as md
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        flags = Path("/proc/cpuinfo").read_text()
+        isa = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2", "amx_int8") if f" {f}" in flags]
+    except OSError:
+        isa = []
+    from mstsb_onnx.session import available_cpus
+
+    versions = {}
+    for dist in ("onnxruntime", "torch", "transformers", "sentence-transformers", "optimum-onnx", "tokenizers", "numpy"):
+        try:
+            versions[dist] = md.version(dist)
+        except md.PackageNotFoundError:
+            pass
+    return {"cpu": cpu, "isa": isa, "cores_available": available_cpus(), "python": platform.python_version(),
+            "versions": versions, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+
+
+def plot(results: dict, out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = []
+    t = str(max(int(k) for k in results["latency"]))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    lat = results["latency"][t]
+    for name in next(iter(lat.values())):
+        ax.plot(list(map(int, lat)), [1000 * lat[L][name]["median"] for L in lat], marker="o", label=name)
+    ax.set(xlabel="tokens (batch 1)", ylabel="median latency, ms", yscale="log",
+           title=f"Batch-1 latency vs tokens ({t} threads)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "latency_vs_tokens.png", dpi=110)
+    files.append("latency_vs_tokens.png")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    thr = results["throughput"][t]
+    for name in next(iter(thr.values())):
+        ax.plot(list(map(int, thr)), [thr[b][name]["median"] for b in thr], marker="o", label=name)
+    ax.set(xlabel="batch size", ylabel="sentences / s", xscale="log", yscale="log",
+           title=f"Throughput on real multilingual sentences ({t} threads)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "throughput_vs_batch.png", dpi=110)
+    files.append("throughput_vs_batch.png")
+    plt.close("all")
+    return files
+
+
+def markdown(r: dict) -> str:
+    m = r["machine"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Generated by `make bench` (`python -m benchmarks.bench`) on {m['date']}.",
+        f"Machine: {m['cpu']} ({', '.join(m['isa'])}), {m['cores_available']} cores available, Python {m['python']}.",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()) + ".",
+        "Model: XLM-R-base-shaped (12 layers, hidden 768, vocab 250,002) with random weights; "
+        "accuracy figures come from the stand-in (`benchmarks/results/sts-dev.md`).",
+        "Ratios are against `torch fp32 (ST)` (sentence-transformers `encode`, length-sorted) in the same run; "
+        "every figure is a median of interleaved rounds after warm-up.",
+        "",
+    ]
+    for t, thr in r["throughput"].items():
+        lines += [f"## Throughput, real multilingual sentences, {t} thread(s) (sentences/s, ratio vs torch fp32)", ""]
+        names = list(next(iter(thr.values())))
+        lines += ["| batch | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for b, row in thr.items():
+            base = row[BASELINE]["median"]
+            lines.append(f"| {b} | " + " | ".join(f"{row[n]['median']:.1f} ({row[n]['median'] / base:.2f}x)" for n in names) + " |")
+        n_texts = {row[names[0]]["n_texts"] for row in thr.values()}
+        lines += ["", f"Sample: {max(n_texts)} sentences, {LANGS} languages (batch 1: the first {min(n_texts)}).", ""]
+    for t, lat in r["latency"].items():
+        lines += [f"## Batch-1 latency, {t} thread(s) (ms, p50 / p99, speed-up vs torch fp32)", ""]
+        names = list(next(iter(lat.values())))
+        lines += ["| tokens | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for L, row in lat.items():
+            base = row[BASELINE]["median"]
+            lines.append(f"| {L} | " + " | ".join(
+                f"{1000 * row[n]['median']:.1f} / {1000 * row[n]['p99']:.1f} ({base / row[n]['median']:.1f}x)" for n in names) + " |")
+        lines.append("")
+    for t, fx in r["fixed"].items():
+        lines += [f"## Fixed batch 32 x 32 tokens, {t} thread(s)", "", "| variant | sentences/s | vs torch fp32 | vs int8 GEMM floor |", "|---|---|---|---|"]
+        floor = fx["int8 GEMM floor"]
+        for n, v in fx.items():
+            lines.append(f"| {n} | {v:.1f} | {v / fx[BASELINE]:.2f}x | {100 * v / floor:.0f}% |")
+        lines.append("")
+    lines += ["## Memory, size, cold start", "", "| variant | peak RSS at batch 32 x 128 (MiB) | vs torch fp32 | size on disk (MB) | cold start (s, median) |", "|---|---|---|---|---|"]
+    for n, rss in r["peak_rss_mib"].items():
+        cold = r["cold_start"].get(n, {}).get("median")
+        size = r["size_mb"].get(n)
+        lines.append(f"| {n} | {rss:.0f} | {rss / r['peak_rss_mib'][BASELINE]:.0%} | "
+                     f"{'' if size is None else f'{size:.0f}'} | {'' if cold is None else f'{cold:.2f}'} |")
+    lines += ["", "![latency](results/latency_vs_tokens.png)", "", "![throughput](results/throughput_vs_batch.png)", ""]
+    return "\n".join(lines)
+
+
+def dir_size_mb(path: Path) -> float:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="sentences-unscored.csv")
+    p.add_argument("--models-dir", type=Path, default=Path("models"))
+    p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--sample", type=int, default=2048)
+    p.add_argument("--batch1-sample", type=int, default=256)
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds for throughput")
+    p.add_argument("--latency-rounds", type=int, default=30)
+    p.add_argument("--force", action="store_true", help="rebuild the exports")
+    args = p.parse_args(argv)
+
+    RESULTS.mkdir(exist_ok=True)
+    paths = prepare(args.models_dir, args.force)
+    sample = load_sample(args.data, args.sample)
+    names = [BASELINE, "torch int8", "ONNX fp32", "ST ONNX int8", OURS]
+    results: dict = {"machine": machine_info(), "latency": {}, "throughput": {}, "fixed": {}, "config": vars(args) | {
+        "data": str(args.data), "models_dir": str(args.models_dir)}}
+    by_len = {L: fixed_texts(paths, L, 4) for L in LENGTHS}
+    fixed32 = fixed_texts(paths, 32, 32)
+    for t in args.threads:
+        print(f"== {t} thread(s)", flush=True)
+        variants = {n: make_variant(n, paths, t) for n in names + ["torch fp32 (card)"]}
+        results["latency"][str(t)] = bm.latency_table(variants, by_len, args.latency_rounds)
+        print("latency done", flush=True)
+        from benchmarks.gemm_floor import floor_runner
+
+        calls = {n: (lambda fn=fn: fn(fixed32, 32)) for n, fn in variants.items()}
+        calls["int8 GEMM floor"] = floor_runner(t, 32 * 32)
+        fixed = bm.interleaved(calls, rounds=10)
+        results["fixed"][str(t)] = {n: 32 / bm.stats(v)["median"] for n, v in fixed.items()}
+        print("fixed done", flush=True)
+        tp = {n: variants[n] for n in names}
+        results["throughput"][str(t)] = bm.throughput_table(tp, sample, (1, 8, 32, 128), args.rounds, args.batch1_sample)
+        print("throughput done", flush=True)
+        del variants, tp, calls
+    t_max = max(args.threads)
+    results["peak_rss_mib"] = {n: peak_rss(n, args.models_dir, t_max) for n in names}
+    results["cold_start"] = cold_start(paths, t_max, rounds=5)
+    results["size_mb"] = {BASELINE: (paths["base"] / "model.safetensors").stat().st_size / 1e6,
+                          "ONNX fp32": dir_size_mb(paths["fp32"]), OURS: dir_size_mb(paths["int8"]),
+                          "ST ONNX int8": (paths["st_onnx"] / "onnx" / "model_qint8_avx512_vnni.onnx").stat().st_size / 1e6}
+    (RESULTS / "bench.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    plot(results, RESULTS)
+    md = markdown(results)
+    (HERE / "RESULTS.md").write_text(md, encoding="utf-8")
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Full 31-task STS dev table for torch fp32, ONNX fp32 and ONNX int8 on the stand-in.
+
+    python -m benchmarks.eval_sts --data ../shared/data/mstsb/sts31-dev.csv     # or: make eval
+
+Exports the stand-in both ways under ``models/`` (re-exported with ``--force``), then runs the
+same code as ``mstsb-onnx eval-sts`` and writes ``benchmarks/results/sts-dev.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from mstsb_onnx.evaluation import run_eval_sts
+from mstsb_onnx.export import export_model
+from mstsb_onnx.manifest import MANIFEST_NAME
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def ensure_exports(source: str, models_dir: Path, name: str, force: bool) -> dict[str, Path]:
+    out = {}
+    for mode in ("none", "int8"):
+        folder = models_dir / f"{name}-{'fp32' if mode == 'none' else mode}"
+        if force or not (folder / MANIFEST_NAME).is_file():
+            export_model(source, folder, quantize=mode, force=force)
+        out[mode] = folder
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.eval_sts", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--models-dir", type=Path, default=Path("models"))
+    p.add_argument("--force", action="store_true", help="re-export the models")
+    p.add_argument("--threads", type=int)
+    args = p.parse_args(argv)
+    from benchmarks.standin import cached_standin
+
+    source = str(cached_standin())
+    exports = ensure_exports(source, args.models_dir, "standin-e5-small", args.force)
+    RESULTS.mkdir(exist_ok=True)
+    run_eval_sts([exports["none"], exports["int8"]], args.data, reference=source, threads=args.threads,
+                 out_json=str(RESULTS / "sts-dev.json"), out_md=str(RESULTS / "sts-dev.md"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
