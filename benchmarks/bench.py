@@ -317,6 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     RESULTS.mkdir(exist_ok=True)
+    args.models_dir = args.models_dir.resolve()
     paths = prepare(args.models_dir, args.force)
     sample = load_sample(args.data, args.sample)
     names = [BASELINE, "torch int8", "ONNX fp32", "ST ONNX int8", OURS]

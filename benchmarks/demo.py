@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  against {report['against']}: max |diff| {report['max_abs_diff']:.2e}, "
                   f"min cosine {report['min_cosine']:.5f} over {sum(g['n'] for g in report['groups'].values())} texts "
                   f"in {len(report['groups'])} groups")
-        size_mb = (out / "model.onnx").stat().st_size / 1e6
+        size_mb = sum(f.stat().st_size for f in out.glob("model.onnx*")) / 1e6
         print(f"  model.onnx: {size_mb:.0f} MB, quantization {manifest['quantization']['mode']}")
 
         emb = Embedder(out, threads=args.threads)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ import numpy as np
 from mstsb_onnx.batching import plan_batches
 from mstsb_onnx.errors import MstsbError, ModelFolderError
 from mstsb_onnx.inputs import as_text_list
-from mstsb_onnx.manifest import Manifest, read_manifest, verify_files
+from mstsb_onnx.manifest import Manifest, Verify, read_manifest, verify_files
 from mstsb_onnx.session import make_session
 from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch
 
@@ -29,6 +30,10 @@ OUTPUT_NAME = "sentence_embedding"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 _KNOWN_INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
+# Padded tokens per batch. Measured on XLM-R base int8, 2 threads: 32 x 128 tokens in batches of
+# 2,048 tokens ran 9% faster than one batch and peaked at 428 instead of 515 MiB RSS; batches of
+# up to 2,048 tokens (e.g. 32 x 32) are untouched.
+DEFAULT_MAX_BATCH_TOKENS = 2048
 
 
 class Embedder:
@@ -36,7 +41,9 @@ class Embedder:
 
     ``threads`` defaults to the cores this process may use (affinity and cgroup quota);
     ``tokenizer`` and ``session`` can be passed ready-made (tests pass fakes), in which case
-    ``manifest`` may replace ``path``.
+    ``manifest`` may replace ``path``. ``verify`` is "cached" (hash once, then trust unchanged
+    size/mtime/inode), "full" or "off". ``max_batch_tokens`` bounds padded tokens per batch
+    (None: only ``batch_size`` bounds it); ``spin=False`` stops idle threads from spinning.
     """
 
     def __init__(
@@ -48,24 +55,31 @@ class Embedder:
         tokenizer: TokenizerLike | None = None,
         session: Any | None = None,
         manifest: Manifest | None = None,
-        verify: bool = True,
+        verify: Verify = "cached",
         spin: bool = True,
-        max_batch_tokens: int | None = None,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     ) -> None:
         if path is None and manifest is None:
             raise ValueError("Embedder needs a model folder path (or a manifest with ready-made tokenizer and session)")
         self.path = Path(path) if path is not None else None
-        if manifest is None and self.path is not None:
+        from_folder = manifest is None and self.path is not None
+        if from_folder:
             manifest = read_manifest(self.path)
-            if verify:
-                verify_files(self.path, manifest)
+            verify_files(self.path, manifest, "off")  # fail fast on missing files, hash below
         self.manifest: Manifest = manifest  # type: ignore[assignment]  # set on both branches above
-        if tokenizer is None:
-            tokenizer = Tokenizer.from_file(
-                self._file(TOKENIZER_FILE), manifest.max_seq_length, int(manifest.raw.get("pad_token_id", 1))
-            )
-        if session is None:
-            session = make_session(self._file(MODEL_FILE), threads=threads, providers=providers, spin=spin)
+        # Cold start: hashing and session creation release the GIL, so they overlap with
+        # parsing the tokenizer (the slowest step, ~0.5 s for XLM-R's 250k pieces).
+        with ThreadPoolExecutor(2) as pool:
+            checked = pool.submit(verify_files, self.path, manifest, verify) if from_folder else None
+            made = pool.submit(make_session, self._file(MODEL_FILE), threads, providers, spin) if session is None else None
+            if tokenizer is None:
+                tokenizer = Tokenizer.from_file(
+                    self._file(TOKENIZER_FILE), manifest.max_seq_length, int(manifest.raw.get("pad_token_id", 1))
+                )
+            if checked is not None:
+                checked.result()  # a changed file is the error to report, before any other
+            if made is not None:
+                session = made.result()
         self.tokenizer = tokenizer
         self.session = session
         self.max_batch_tokens = max_batch_tokens

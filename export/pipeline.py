@@ -27,6 +27,7 @@ from mstsb_onnx.errors import ExportError
 from mstsb_onnx.export import parity
 from mstsb_onnx.export.deps import require
 from mstsb_onnx.export.graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_fp32
+from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.export.probes import probe_set
 from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
 from mstsb_onnx.export.reference import SentenceTransformersReference, TorchReference
@@ -101,8 +102,14 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
         "onnx": {"opset": OPSET, "inputs": INPUT_NAMES, "output": OUTPUT_NAME, "exporter": "torch.onnx (dynamo=False)"},
         "quantization": quant,
         "versions": _versions(),
-        "files": {name: sha256_file(folder / name) for name in (MODEL_FILE, TOKENIZER_FILE)},
+        "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_NAME},
     }
+
+
+def _ship(onnx_path: Path, folder: Path) -> None:
+    import onnx
+
+    write_model(onnx.load(str(onnx_path)), folder / MODEL_FILE)
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
@@ -160,7 +167,7 @@ def export_model(
             references["sentence-transformers"] = SentenceTransformersReference(src)
 
         # Parity of the fp32 graph first: an export bug must not hide behind quantization noise.
-        shutil.copy2(work / "fp32.onnx", tmp / MODEL_FILE)
+        _ship(work / "fp32.onnx", tmp)
         _write_manifest(tmp, _manifest(src, tmp, info, {"mode": "none"}, pad_id))
         fp32_reports, failures = parity.check_against(
             Embedder(tmp, threads=threads), references, reference.tokenize, src.default_prompt, quantized=False
@@ -176,7 +183,8 @@ def export_model(
             smooth = smooth_graph(work / "fp32.onnx", work / "smooth.onnx",
                                   _calibration_feeds(tmp / TOKENIZER_FILE, src, pad_id), alpha=SMOOTH_ALPHA,
                                   outliers=OUTLIER_CHANNELS)
-            q = quantize_int8(work / "smooth.onnx", tmp / MODEL_FILE, DEFAULT_QUANT)
+            q = quantize_int8(work / "smooth.onnx", work / "int8.onnx", DEFAULT_QUANT)
+            _ship(work / "int8.onnx", tmp)
             quant = {"mode": "int8", **DEFAULT_QUANT.to_dict(), "smoothing": smooth, **q}
             _write_manifest(tmp, _manifest(src, tmp, info, quant, pad_id))
             reports, failures = parity.check_against(
@@ -200,8 +208,8 @@ def export_model(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    size = (output / MODEL_FILE).stat().st_size
-    log(f"wrote {output} ({size / 1e6:.1f} MB model.onnx, quantization={quantize})")
+    size = sum(p.stat().st_size for p in output.iterdir() if p.name.startswith(MODEL_FILE))
+    log(f"wrote {output} ({size / 1e6:.1f} MB model, quantization={quantize})")
     return ExportResult(output, manifest)
 
 

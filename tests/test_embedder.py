@@ -173,7 +173,7 @@ def test_folder_without_manifest(tiny_int8: Path, tmp_path: Path) -> None:
         Embedder(folder)
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "tokenizer.json"])
+@pytest.mark.parametrize("name", ["model.onnx", "model.onnx.data", "tokenizer.json"])
 def test_missing_file_is_named(tiny_int8: Path, tmp_path: Path, name: str) -> None:
     folder = _copy(tiny_int8, tmp_path)
     (folder / name).unlink()
@@ -181,7 +181,7 @@ def test_missing_file_is_named(tiny_int8: Path, tmp_path: Path, name: str) -> No
         Embedder(folder)
 
 
-@pytest.mark.parametrize("name", ["model.onnx", "tokenizer.json"])
+@pytest.mark.parametrize("name", ["model.onnx", "model.onnx.data", "tokenizer.json"])
 def test_changed_file_is_named(tiny_int8: Path, tmp_path: Path, name: str) -> None:
     folder = _copy(tiny_int8, tmp_path)
     with open(folder / name, "ab") as f:
@@ -285,3 +285,25 @@ def test_non_finite_output_is_an_error() -> None:
     emb = Embedder(tokenizer=FakeTokenizer(), session=NaNSession(), manifest=_fake_manifest())
     with pytest.raises(Exception, match="non-finite"):
         emb.encode(["x"])
+
+
+def test_verify_cached_rehashes_on_stat_change_and_full_always(tiny_int8: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setenv("MSTSB_CACHE", str(tmp_path / "cache"))
+    folder = _copy(tiny_int8, tmp_path)
+    Embedder(folder)  # hashes and remembers size/mtime/inode
+    assert list((tmp_path / "cache" / "verified").iterdir())
+    target = folder / "tokenizer.json"
+    st = target.stat()
+    with open(target, "r+b") as f:  # same size, same inode, mtime restored: only a hash can tell
+        f.seek(10)
+        f.write(b"#")
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    Embedder(folder)  # the documented trade-off of "cached"
+    with pytest.raises(ModelFolderError, match="tokenizer.json changed since export"):
+        Embedder(folder, verify="full")
+    target.touch()  # an ordinary edit changes mtime: "cached" hashes again and catches it
+    with pytest.raises(ModelFolderError, match="tokenizer.json changed since export"):
+        Embedder(folder)

@@ -24,7 +24,7 @@ def _manifest(folder: Path) -> dict:
 @pytest.mark.parametrize("mode", ["int8", "none"])
 def test_folder_and_manifest(tiny_int8: Path, tiny_fp32: Path, mode: str) -> None:
     folder = tiny_int8 if mode == "int8" else tiny_fp32
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "tokenizer.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"]
     m = _manifest(folder)
     assert m["dim"] == 32 and m["max_seq_length"] == 128 and m["pooling"] == "mean"
     assert m["quantization"]["mode"] == mode
