@@ -88,10 +88,14 @@ def prepare(models_dir: Path, force: bool) -> dict[str, Path]:
 
 
 def make_variant(name: str, paths: dict[str, Path], threads: int):
-    """``encode(texts, batch_size)`` for one variant, pinned to ``threads``."""
-    import torch
+    """``encode(texts, batch_size)`` for one variant, pinned to ``threads``.
+
+    torch is imported only by the torch variants, so the ONNX variants' memory is their own.
+    """
 
     def torch_threads(fn):
+        import torch
+
         def run(texts, bs):
             torch.set_num_threads(threads)
             with torch.inference_mode():
@@ -105,6 +109,8 @@ def make_variant(name: str, paths: dict[str, Path], threads: int):
         return lambda texts, bs: emb.encode(texts, batch_size=bs)
     if name in (BASELINE, "torch int8"):
         from sentence_transformers import SentenceTransformer
+
+        import torch
 
         model = SentenceTransformer(str(paths["base"]), device="cpu")
         if name == "torch int8":
@@ -158,18 +164,28 @@ def cold_start(paths: dict[str, Path], threads: int, rounds: int) -> dict:
     return out
 
 
-def peak_rss(variant: str, models_dir: Path, threads: int) -> float:
-    """Peak RSS (MiB) of a fresh process that loads ``variant`` and embeds batch 32 x 128 tokens."""
+def peak_rss(variant: str, models_dir: Path, threads: int, texts: list[str]) -> float:
+    """Peak RSS (MiB) of a fresh process that loads ``variant`` and embeds ``texts`` (32 x 128 tokens)."""
+    texts_file = RESULTS / ".rss-texts.json"
+    texts_file.write_text(json.dumps(texts), encoding="utf-8")
     code = (
-        "import json, resource, sys; from benchmarks import bench; "
+        "import json, sys; from benchmarks import bench; "
         f"p = bench.paths_only({str(models_dir)!r}); "
         f"enc = bench.make_variant({variant!r}, p, {threads}); "
-        "texts = bench.fixed_texts(p, 128, 32); [enc(texts, 32) for _ in range(3)]; "
-        "print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))"
+        f"texts = json.loads(open({str(texts_file)!r}, encoding='utf-8').read()); [enc(texts, 32) for _ in range(3)]; "
+        "print(json.dumps(bench.vm_hwm_mib()))"
     )
     res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          cwd=HERE.parent)
     return float(res.stdout.strip().splitlines()[-1])
+
+
+def vm_hwm_mib() -> float:
+    """Peak RSS of this process. Not ru_maxrss: Linux carries that over fork+exec from the parent."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise OSError("no VmHWM in /proc/self/status")
 
 
 def paths_only(models_dir: str) -> dict[str, Path]:
@@ -310,9 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     p.add_argument("--sample", type=int, default=2048)
+    p.add_argument("--one-thread-sample", type=int, default=512, help="smaller sample for the 1-thread runs")
     p.add_argument("--batch1-sample", type=int, default=256)
-    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds for throughput")
-    p.add_argument("--latency-rounds", type=int, default=30)
+    p.add_argument("--rounds", type=int, default=2, help="interleaved rounds for throughput")
+    p.add_argument("--latency-rounds", type=int, default=8, help="rounds of 5 timed calls per latency point")
     p.add_argument("--force", action="store_true", help="rebuild the exports")
     args = p.parse_args(argv)
 
@@ -334,15 +351,17 @@ def main(argv: list[str] | None = None) -> int:
 
         calls = {n: (lambda fn=fn: fn(fixed32, 32)) for n, fn in variants.items()}
         calls["int8 GEMM floor"] = floor_runner(t, 32 * 32)
-        fixed = bm.interleaved(calls, rounds=10)
+        fixed = bm.interleaved(calls, rounds=5, settle=1, per_round=2)
         results["fixed"][str(t)] = {n: 32 / bm.stats(v)["median"] for n, v in fixed.items()}
         print("fixed done", flush=True)
         tp = {n: variants[n] for n in names}
-        results["throughput"][str(t)] = bm.throughput_table(tp, sample, (1, 8, 32, 128), args.rounds, args.batch1_sample)
+        texts = sample if t > 1 else sample[: args.one_thread_sample]
+        results["throughput"][str(t)] = bm.throughput_table(tp, texts, (1, 8, 32, 128), args.rounds, args.batch1_sample)
         print("throughput done", flush=True)
         del variants, tp, calls
     t_max = max(args.threads)
-    results["peak_rss_mib"] = {n: peak_rss(n, args.models_dir, t_max) for n in names}
+    rss_texts = fixed_texts(paths, 128, 32)
+    results["peak_rss_mib"] = {n: peak_rss(n, args.models_dir, t_max, rss_texts) for n in names}
     results["cold_start"] = cold_start(paths, t_max, rounds=5)
     results["size_mb"] = {BASELINE: (paths["base"] / "model.safetensors").stat().st_size / 1e6,
                           "ONNX fp32": dir_size_mb(paths["fp32"]), OURS: dir_size_mb(paths["int8"]),

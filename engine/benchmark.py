@@ -46,15 +46,23 @@ def time_once(fn: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
-def interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 1) -> dict[str, list[float]]:
-    """Seconds per call for each variant, variants alternating within every round."""
+def interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, settle: int = 0,
+                per_round: int = 1) -> dict[str, list[float]]:
+    """Seconds per call for each variant, variants alternating within every round.
+
+    ``settle`` untimed calls open each variant's turn: thread pools of the variant that just ran
+    (OpenMP, onnxruntime) keep spinning for a while, and on few cores that would be billed to
+    whoever runs next. ``per_round`` timed calls follow.
+    """
     for fn in calls.values():
         for _ in range(warmup):
             fn()
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
-            times[name].append(time_once(fn))
+            for _ in range(settle):
+                fn()
+            times[name] += [time_once(fn) for _ in range(per_round)]
     return times
 
 
@@ -69,7 +77,7 @@ def latency_table(variants: dict[str, EncodeFn], texts_by_len: dict[int, list[st
     out = {}
     for length, texts in texts_by_len.items():
         calls = {name: (lambda fn=fn, t=texts[:1]: fn(t, 1)) for name, fn in variants.items()}
-        out[length] = {name: stats(t) for name, t in interleaved(calls, rounds).items()}
+        out[length] = {name: stats(t) for name, t in interleaved(calls, rounds, settle=1, per_round=5).items()}
     return out
 
 
@@ -84,3 +92,53 @@ def throughput_table(variants: dict[str, EncodeFn], texts: list[str], batch_size
         out[bs] = {name: {"median": len(sample) / statistics.median(t), "n_texts": len(sample), "rounds": len(t)}
                    for name, t in res.items()}
     return out
+
+
+def run_cli_bench(model_dir: str, reference: str | None, threads: int | None, rounds: int = 20,
+                  lengths: Sequence[int] = (8, 16, 32, 64, 128), batch_sizes: Sequence[int] = (1, 8, 32)) -> dict:
+    """``mstsb-onnx bench``: batch-1 latency per length and throughput on the built-in multilingual
+    texts, for the exported model and (with ``reference``) the torch reference, interleaved."""
+    from mstsb_onnx.embedder import Embedder
+
+    emb = Embedder(model_dir, threads=threads)
+    variants: dict[str, EncodeFn] = {"onnx": lambda t, b: emb.encode(t, batch_size=b)}
+    if reference:
+        import torch
+
+        from mstsb_onnx.export.reference import TorchReference
+        from mstsb_onnx.export.source import resolve_source
+
+        ref = TorchReference(resolve_source(reference, max_seq_length=emb.max_seq_length), threads=threads)
+
+        def torch_encode(texts: list[str], bs: int) -> object:
+            with torch.inference_mode():
+                return ref.encode(texts, batch_size=bs)
+
+        variants["torch fp32"] = torch_encode
+    words = _builtin_words()
+    count = lambda text: len(emb.tokenize([text], prompt="")[0])  # noqa: E731
+    by_len = {n: texts_with_tokens(count, words, n, 1) for n in lengths if n <= emb.max_seq_length}
+    sentences = _builtin_sentences() * 8
+    result = {
+        "latency_ms": {n: {k: {"p50": 1000 * v["median"], "p99": 1000 * v["p99"]} for k, v in row.items()}
+                       for n, row in latency_table(variants, by_len, rounds).items()},
+        "throughput": {b: {k: v["median"] for k, v in row.items()}
+                       for b, row in throughput_table(variants, sentences, batch_sizes, 3).items()},
+    }
+    print(f"batch-1 latency, ms (p50 / p99), {emb.session.get_session_options().intra_op_num_threads} threads:")
+    for n, row in result["latency_ms"].items():
+        print(f"  {n:>4} tokens  " + "  ".join(f"{k}: {v['p50']:.1f} / {v['p99']:.1f}" for k, v in row.items()))
+    print(f"throughput, sentences/s ({len(sentences)} multilingual sentences):")
+    for b, row in result["throughput"].items():
+        print(f"  batch {b:>3}  " + "  ".join(f"{k}: {v:.1f}" for k, v in row.items()))
+    return result
+
+
+def _builtin_sentences() -> list[str]:
+    from mstsb_onnx.export.probes import probe_set  # pure data, no heavy import
+
+    return [s for sentences in probe_set().values() for s in sentences[:-1]]  # the short ones
+
+
+def _builtin_words() -> list[str]:
+    return [w for s in _builtin_sentences() for w in s.split()]

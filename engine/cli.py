@@ -3,6 +3,8 @@
     mstsb-onnx export SOURCE -o DIR [--quantize int8|none]
     mstsb-onnx check DIR --reference SOURCE [--texts FILE|-]
     mstsb-onnx eval-sts DIR [DIR...] --data CSV [--reference SOURCE]
+    mstsb-onnx embed DIR INPUT -o OUTPUT [--ray [ADDRESS]]
+    mstsb-onnx bench DIR [--reference SOURCE]
     mstsb-onnx info DIR
 
 User errors print one line and exit 1. Commands that need an extra (export, check, a reference)
@@ -71,6 +73,35 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_embed(args: argparse.Namespace) -> int:
+    from mstsb_onnx.bulk import embed_file
+
+    if args.ray is not None:
+        from mstsb_onnx.ray import embed_file_ray
+
+        stats = embed_file_ray(args.model_dir, args.input, Path(args.output), fmt=args.format, field=args.column,
+                               on_error=args.on_error, address=args.ray or None, workers=args.workers,
+                               threads_per_worker=args.threads or 1, batch_size=args.batch_size,
+                               normalize=args.normalize)
+    else:
+        from mstsb_onnx.embedder import Embedder
+
+        stats = embed_file(Embedder(args.model_dir, threads=args.threads), args.input, Path(args.output),
+                           fmt=args.format, field=args.column, on_error=args.on_error, chunk_size=args.chunk_size,
+                           batch_size=args.batch_size, normalize=args.normalize)
+    print(f"wrote {stats.rows} embeddings to {args.output}" + (f" ({stats.skipped} skipped)" if stats.skipped else ""))
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from mstsb_onnx.benchmark import run_cli_bench
+
+    result = run_cli_bench(args.model_dir, args.reference, args.threads, rounds=args.rounds)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mstsb-onnx",
@@ -111,6 +142,36 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--threads", type=int)
     s.set_defaults(func=cmd_eval_sts)
+
+    m = sub.add_parser("embed", help="embed a corpus file (text lines, JSONL, CSV) into .npy or Parquet",
+                       description="Stream INPUT (one text per line, .jsonl, .csv/.tsv, or - for stdin) through the "
+                                   "model into OUTPUT (.npy, or .parquet with id, text, embedding). Bad rows are "
+                                   "reported with their line number; the output appears only when complete.")
+    m.add_argument("model_dir")
+    m.add_argument("input", help="input file, or - for stdin")
+    m.add_argument("-o", "--output", required=True, help="output .npy or .parquet")
+    m.add_argument("--format", choices=["text", "jsonl", "csv", "tsv"], help="input format (default: by extension)")
+    m.add_argument("--column", default="text", help="JSONL field / CSV column holding the text (default: text)")
+    m.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="bad rows: stop (default) or skip")
+    m.add_argument("--batch-size", type=int, default=32)
+    m.add_argument("--chunk-size", type=int, default=4096, help="rows read, embedded and written at a time")
+    m.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
+    m.add_argument("--threads", type=int, help="threads (per worker with --ray)")
+    m.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                   help="run on Ray Data: a cluster address (ray://host:10001 or auto), or none for a local cluster")
+    m.add_argument("--workers", type=int, default=2, help="Ray actors, one onnxruntime session each (default 2)")
+    m.set_defaults(func=cmd_embed)
+
+    b = sub.add_parser("bench", help="time an exported folder (and optionally torch) on this machine",
+                       description="Batch-1 latency at 8-128 tokens and throughput at batch 1/8/32 on built-in "
+                                   "multilingual sentences, interleaved with the torch reference when given. "
+                                   "The full comparison is `make bench` (benchmarks/bench.py).")
+    b.add_argument("model_dir")
+    b.add_argument("--reference", help="source model to time with torch too (needs the 'export' extra)")
+    b.add_argument("--threads", type=int)
+    b.add_argument("--rounds", type=int, default=20, help="interleaved rounds per latency point")
+    b.add_argument("--json", help="write the figures here")
+    b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="show an exported folder's manifest (and verify its files)")
     i.add_argument("model_dir")

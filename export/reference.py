@@ -35,7 +35,9 @@ class TorchReference:
         require()
         import torch
         from transformers import AutoModel, AutoTokenizer
+        from transformers.utils import logging as hf_logging
 
+        hf_logging.set_verbosity_error()  # "pooler weights newly initialized": unused by pooling
         if threads:
             torch.set_num_threads(threads)
         self.src = src

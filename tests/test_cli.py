@@ -65,3 +65,13 @@ def test_check_rejects_non_utf8_stdin(tiny_int8: Path, tiny_src: Path, monkeypat
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"ok\n\xff\xfe\n")))
     assert main(["check", str(tiny_int8), "--reference", str(tiny_src), "--texts", "-"]) == 1
     assert "not UTF-8" in capsys.readouterr().err
+
+
+def test_bench_reports_both_variants(tiny_int8: Path, tiny_src: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    assert main(["bench", str(tiny_int8), "--reference", str(tiny_src), "--rounds", "2", "--threads", "1",
+                 "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["latency_ms"]) == {"8", "16", "32", "64", "128"}
+    for row in result["throughput"].values():
+        assert set(row) == {"onnx", "torch fp32"} and all(v > 0 for v in row.values())

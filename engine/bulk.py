@@ -1,0 +1,74 @@
+"""``mstsb-onnx embed``: stream a corpus through an Embedder into a .npy or Parquet file.
+
+Reads rows (``corpus``), embeds them chunk by chunk with a progress bar (sentences/s), appends
+to an atomic sink (``sinks``). Bad rows are reported on stderr with their line number; with
+``on_error="skip"`` they are left out (and counted), with ``"fail"`` the run stops and no
+output is written. Memory stays flat for any input size.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from mstsb_onnx.corpus import BadRow, Row, read_rows
+from mstsb_onnx.embedder import Embedder
+from mstsb_onnx.errors import InputError
+from mstsb_onnx.progress import Progress
+from mstsb_onnx.sinks import open_sink
+
+ON_ERROR = ("fail", "skip")
+
+
+@dataclass
+class EmbedStats:
+    rows: int = 0
+    skipped: int = 0
+
+
+def chunks(rows: Iterable[Row | BadRow], size: int, on_error: str, stats: EmbedStats,
+           log: TextIO) -> Iterator[list[Row]]:
+    """Good rows in chunks of ``size``; bad rows reported and skipped, or raised."""
+    chunk: list[Row] = []
+    for row in rows:
+        if isinstance(row, BadRow):
+            if on_error == "fail":
+                raise InputError(f"line {row.id}: {row.reason} (pass --on-error skip to leave such rows out)")
+            stats.skipped += 1
+            print(f"skipped line {row.id}: {row.reason}", file=log)
+            continue
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def embed_file(embedder: Embedder, source: str, output: Path, fmt: str | None = None, field: str = "text",
+               on_error: str = "fail", chunk_size: int = 4096, batch_size: int = 32, normalize: bool = False,
+               log: TextIO | None = None) -> EmbedStats:
+    if on_error not in ON_ERROR:
+        raise InputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    log = log or sys.stderr
+    stats = EmbedStats()
+    sink = open_sink(output, embedder.dim)
+    bar = Progress(0, "embedding", stream=log)
+    try:
+        for chunk in chunks(read_rows(source, fmt, field), chunk_size, on_error, stats, log):
+            texts = [r.text for r in chunk]
+            sink.write([r.id for r in chunk], texts, embedder.encode(texts, batch_size=batch_size, normalize=normalize))
+            stats.rows += len(chunk)
+            bar.total = stats.rows
+            bar.update(len(chunk))
+        sink.close(stats.skipped)
+    except BaseException:
+        sink.abort()
+        raise
+    bar.close()
+    if stats.skipped:
+        print(f"{stats.skipped} bad row(s) skipped", file=log)
+    return stats

@@ -1,0 +1,94 @@
+"""Write embeddings as they come, to ``.npy`` or Parquet, atomically.
+
+Both sinks write to a hidden temporary file next to the output and rename it into place only
+when ``close()`` succeeds, so an interrupted run never leaves a file that looks complete. Memory
+stays flat: rows are appended chunk by chunk. ``.npy`` holds float32 [n, dim] (plus
+``<name>.ids.npy`` with the source line numbers when rows were skipped); Parquet holds ``id``,
+``text`` and ``embedding`` (needs ``pyarrow``: ``pip install "mstsb-onnx[parquet]"``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mstsb_onnx.errors import InputError, MissingExtraError
+
+_COPY_ROWS = 65536
+
+
+def _partial(path: Path) -> Path:
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+class NpySink:
+    def __init__(self, path: Path, dim: int) -> None:
+        self.path, self.dim, self.n = path, dim, 0
+        self.raw = _partial(path).with_suffix(".raw")
+        self._f = open(self.raw, "wb")
+        self.ids: list[int] = []
+
+    def write(self, ids: list[int], texts: list[str], vectors: np.ndarray) -> None:
+        self._f.write(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
+        self.ids += ids
+        self.n += len(ids)
+
+    def close(self, skipped: int) -> None:
+        self._f.close()
+        tmp = _partial(self.path)
+        # The row count is known only now: stream the raw rows into a proper .npy.
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(self.n, self.dim))
+        raw = np.memmap(self.raw, dtype=np.float32, mode="r", shape=(self.n, self.dim)) if self.n else None
+        for start in range(0, self.n, _COPY_ROWS):
+            out[start : start + _COPY_ROWS] = raw[start : start + _COPY_ROWS]  # type: ignore[index]
+        out.flush()
+        del out, raw
+        self.raw.unlink()
+        if skipped:
+            ids_path = self.path.with_name(self.path.name[: -len(".npy")] + ".ids.npy")
+            np.save(ids_path, np.asarray(self.ids, dtype=np.int64))
+        os.replace(tmp, self.path)
+
+    def abort(self) -> None:
+        self._f.close()
+        for p in (self.raw, _partial(self.path)):
+            p.unlink(missing_ok=True)
+
+
+class ParquetSink:
+    def __init__(self, path: Path, dim: int) -> None:
+        try:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise MissingExtraError('Parquet output needs pyarrow: pip install "mstsb-onnx[parquet]"') from e
+        self.pa, self.path, self.dim = pa, path, dim
+        self.schema = pa.schema([("id", pa.int64()), ("text", pa.string()),
+                                 ("embedding", pa.list_(pa.float32(), dim))])
+        self.tmp = _partial(path)
+        self._w = pq.ParquetWriter(self.tmp, self.schema)
+
+    def write(self, ids: list[int], texts: list[str], vectors: np.ndarray) -> None:
+        pa = self.pa
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        emb = pa.FixedSizeListArray.from_arrays(flat, self.dim)
+        self._w.write_table(pa.table([pa.array(ids, pa.int64()), pa.array(texts, pa.string()), emb],
+                                     schema=self.schema))
+
+    def close(self, skipped: int) -> None:
+        self._w.close()
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._w.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def open_sink(path: Path, dim: int) -> NpySink | ParquetSink:
+    if path.suffix == ".npy":
+        return NpySink(path, dim)
+    if path.suffix == ".parquet":
+        return ParquetSink(path, dim)
+    raise InputError(f"output {path} must end in .npy or .parquet")

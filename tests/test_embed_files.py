@@ -1,0 +1,173 @@
+"""`mstsb-onnx embed`: formats, stdin, bad rows with line numbers, atomic outputs, Ray Data."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mstsb_onnx import Embedder, InputError
+from mstsb_onnx.bulk import embed_file
+from mstsb_onnx.cli import main
+from mstsb_onnx.export.probes import probe_set
+
+TEXTS = [t for s in probe_set().values() for t in s[:2]]
+
+
+@pytest.fixture(scope="module")
+def emb(tiny_int8: Path) -> Embedder:
+    return Embedder(tiny_int8, threads=1)
+
+
+def _write(path: Path, fmt: str, texts: list[str]) -> Path:
+    if fmt == "text":
+        path.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps({"text": t, "n": i}, ensure_ascii=False) + "\n" for i, t in enumerate(texts)),
+                        encoding="utf-8")
+    else:
+        import csv
+
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "text"])
+            w.writerows([i, t] for i, t in enumerate(texts))
+    return path
+
+
+@pytest.mark.parametrize("fmt, suffix", [("text", ".txt"), ("jsonl", ".jsonl"), ("csv", ".csv")], ids=["txt", "jsonl", "csv"])
+@pytest.mark.parametrize("out_suffix", [".npy", ".parquet"])
+def test_formats_give_the_same_vectors_as_encode(emb: Embedder, tmp_path: Path, fmt: str, suffix: str,
+                                                 out_suffix: str) -> None:
+    src = _write(tmp_path / f"in{suffix}", fmt, TEXTS + ['a "quoted", comma text'])
+    out = tmp_path / f"out{out_suffix}"
+    stats = embed_file(emb, str(src), out, chunk_size=7, log=io.StringIO())
+    expected_texts = TEXTS + ['a "quoted", comma text']
+    assert stats.rows == len(expected_texts) and stats.skipped == 0
+    expected = emb.encode(expected_texts, batch_size=32)
+    if out_suffix == ".npy":
+        got = np.load(out)
+    else:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(out)
+        assert table.column("text").to_pylist() == expected_texts
+        got = np.asarray(table.column("embedding").to_pylist(), dtype=np.float32)
+    assert got.shape == expected.shape and got.dtype == np.float32
+    cos = (got * expected).sum(1) / np.linalg.norm(got, axis=1) / np.linalg.norm(expected, axis=1)
+    assert cos.min() > 0.9999  # chunks change int8 batch-mates; fp32 would be exact
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+BAD_LINES = ["good one", "", "   ", "second good"]
+
+
+def test_bad_rows_fail_by_default_and_leave_no_output(emb: Embedder, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes("good one\n\nsecond good\n".encode())
+    out = tmp_path / "out.npy"
+    with pytest.raises(InputError, match="line 2: empty"):
+        embed_file(emb, str(src), out, log=io.StringIO())
+    assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["in.txt"]
+
+
+def test_bad_rows_skipped_with_line_numbers(emb: Embedder, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"good one\n\n\xff\xfe broken\nsecond good\n   \n")
+    log = io.StringIO()
+    stats = embed_file(emb, str(src), tmp_path / "out.npy", on_error="skip", log=log)
+    assert (stats.rows, stats.skipped) == (2, 3)
+    report = log.getvalue()
+    assert "line 2: empty" in report and "line 3: not UTF-8" in report and "line 5: empty" in report
+    assert np.load(tmp_path / "out.ids.npy").tolist() == [1, 4]
+    assert np.load(tmp_path / "out.npy").shape == (2, emb.dim)
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [('{"text": 3}', "field 'text' is int"), ("{not json", "not JSON"), ('{"other": "x"}', "no 'text' field")],
+    ids=["not-text", "not-json", "missing-field"],
+)
+def test_jsonl_bad_rows(emb: Embedder, tmp_path: Path, line: str, reason: str) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"text": "fine"}\n' + line + "\n", encoding="utf-8")
+    log = io.StringIO()
+    embed_file(emb, str(src), tmp_path / "out.npy", on_error="skip", log=log)
+    assert f"line 2: {reason}" in log.getvalue()
+
+
+def test_csv_missing_column(emb: Embedder, tmp_path: Path) -> None:
+    src = _write(tmp_path / "in.csv", "csv", ["x"])
+    with pytest.raises(InputError, match="column 'body' not in the header"):
+        embed_file(emb, str(src), tmp_path / "out.npy", field="body", log=io.StringIO())
+
+
+def test_interrupted_run_leaves_nothing(emb: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = _write(tmp_path / "in.txt", "text", TEXTS)
+    calls = {"n": 0}
+    real = emb.encode
+
+    def flaky(texts, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(texts, **kw)
+
+    monkeypatch.setattr(emb, "encode", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        embed_file(emb, str(src), tmp_path / "out.npy", chunk_size=5, log=io.StringIO())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_cli_stdin_to_npy(tiny_int8: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out.npy"
+    res = subprocess.run([sys.executable, "-m", "mstsb_onnx.cli", "embed", str(tiny_int8), "-", "-o", str(out)],
+                         input="\n".join(TEXTS[:5]).encode(), capture_output=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert np.load(out).shape == (5, 32)
+    assert b"wrote 5 embeddings" in res.stdout
+
+
+def test_cli_bad_output_suffix(tiny_int8: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = _write(tmp_path / "in.txt", "text", ["x"])
+    assert main(["embed", str(tiny_int8), str(src), "-o", str(tmp_path / "out.csv")]) == 1
+    assert "must end in .npy or .parquet" in capsys.readouterr().err
+
+
+# --- Ray Data ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_embed_dataset_equals_single_process(local_ray, tiny_fp32: Path) -> None:
+    from mstsb_onnx.ray import embed_dataset
+
+    ds = local_ray.data.from_items([{"text": t, "id": i} for i, t in enumerate(TEXTS)])
+    rows = embed_dataset(ds, tiny_fp32, workers=2, rows_per_task=8).take_all()
+    by_id = {r["id"]: np.asarray(r["embedding"]) for r in rows}
+    got = np.stack([by_id[i] for i in range(len(TEXTS))])
+    # fp32 with the same batch size: every row as in one process (order-independent, padding-only diffs).
+    np.testing.assert_allclose(got, Embedder(tiny_fp32, threads=1).encode(TEXTS), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ray_cli_path_matches_single_process(local_ray, tiny_fp32: Path, tmp_path: Path) -> None:
+    from mstsb_onnx.ray import embed_file_ray
+
+    src = _write(tmp_path / "in.txt", "text", TEXTS)
+    stats = embed_file_ray(str(tiny_fp32), str(src), tmp_path / "ray.npy", workers=2)
+    embed_file(Embedder(tiny_fp32, threads=1), str(src), tmp_path / "one.npy", log=io.StringIO())
+    assert stats.rows == len(TEXTS)
+    np.testing.assert_allclose(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "one.npy"), atol=1e-5)
