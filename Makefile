@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 MODEL ?=
 DATA ?= ../shared/data/mstsb
 
-.PHONY: venv test test-fast demo standin eval bench clean
+.PHONY: venv test test-fast demo serve standin eval bench load clean
 
 venv: $(VENV)/.installed
 
@@ -29,11 +29,18 @@ standin: venv
 demo: venv
 	$(BIN)/python -m benchmarks.demo $(if $(MODEL),--model $(MODEL),)
 
+serve: venv
+	$(BIN)/mstsb-onnx serve $$($(BIN)/python -m benchmarks.demo --export-only $(if $(MODEL),--model $(MODEL),) | tail -n 1) --port $(or $(PORT),8080)
+
 eval: venv
 	$(BIN)/python -m benchmarks.eval_sts --data $(DATA)/sts31-dev.csv
 
 bench: venv
 	$(BIN)/python -m benchmarks.bench --data $(DATA)/sentences-unscored.csv
+	$(BIN)/python -m benchmarks.bench_ray --data $(DATA)/sentences-unscored.csv
+
+load: venv
+	$(BIN)/python -m benchmarks.load --data $(DATA)/sentences-unscored.csv
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info models .pytest_cache

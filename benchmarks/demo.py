@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--force", action="store_true", help="re-export even if the folder exists")
+    p.add_argument("--export-only", action="store_true", help="only make sure the int8 folder exists; print its path")
     args = p.parse_args(argv)
 
     from mstsb_onnx import Embedder, MstsbError
@@ -67,6 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             export_model(source, out, quantize="int8", force=args.force, threads=args.threads)
         else:
             print(f"reusing {out} (pass --force to re-export)")
+        if args.export_only:
+            print(out)
+            return 0
         manifest = json.loads((out / MANIFEST_NAME).read_text())
         print("\nparity (from the manifest):")
         for report in manifest["parity"]["model"]:

@@ -4,6 +4,7 @@
     mstsb-onnx check DIR --reference SOURCE [--texts FILE|-]
     mstsb-onnx eval-sts DIR [DIR...] --data CSV [--reference SOURCE]
     mstsb-onnx embed DIR INPUT -o OUTPUT [--ray [ADDRESS]]
+    mstsb-onnx serve DIR [--host H --port P]
     mstsb-onnx bench DIR [--reference SOURCE]
     mstsb-onnx info DIR
 
@@ -23,16 +24,17 @@ from mstsb_onnx.errors import MstsbError
 
 
 def _read_lines(source: str) -> list[str]:
-    """Lines of a file, or of stdin for ``-``; blank lines skipped."""
-    try:
-        data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    except OSError as e:
-        raise MstsbError(f"cannot read {source}: {e.strerror}") from e
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        raise MstsbError(f"{'stdin' if source == '-' else source} is not UTF-8 (byte {e.start})") from e
-    return [line for line in text.splitlines() if line.strip()]
+    """Non-empty lines of a file, or of stdin for ``-``; a line that is not UTF-8 is an error."""
+    from mstsb_onnx.corpus import BadRow, read_rows
+
+    lines = []
+    for row in read_rows(source, "text"):
+        if isinstance(row, BadRow):
+            if row.reason == "empty":
+                continue
+            raise MstsbError(f"{'stdin' if source == '-' else source}, line {row.id}: {row.reason}")
+        lines.append(row.text)
+    return lines
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -90,6 +92,23 @@ def cmd_embed(args: argparse.Namespace) -> int:
                            fmt=args.format, field=args.column, on_error=args.on_error, chunk_size=args.chunk_size,
                            batch_size=args.batch_size, normalize=args.normalize)
     print(f"wrote {stats.rows} embeddings to {args.output}" + (f" ({stats.skipped} skipped)" if stats.skipped else ""))
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mstsb_onnx.server import ServeConfig, serve
+
+    config = ServeConfig(model_dir=args.model_dir, model_name=args.model_name or Path(args.model_dir).name,
+                         workers=args.workers, threads_per_worker=args.threads_per_worker,
+                         max_wait_ms=args.max_wait_ms, max_batch_tokens=args.max_batch_tokens,
+                         max_queue_inputs=args.max_queue, max_inputs=args.max_inputs, max_chars=args.max_chars,
+                         max_body_bytes=args.max_body_bytes, timeout_s=args.timeout)
+    from mstsb_onnx.manifest import read_manifest
+
+    read_manifest(Path(args.model_dir))  # a wrong path is a one-line error, not a server that never gets ready
+    print(f"serving {args.model_dir} on http://{args.host}:{args.port} ({config.resolved_workers()} workers x "
+          f"{config.threads_per_worker} thread(s))", flush=True)
+    serve(config, host=args.host, port=args.port)
     return 0
 
 
@@ -161,6 +180,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run on Ray Data: a cluster address (ray://host:10001 or auto), or none for a local cluster")
     m.add_argument("--workers", type=int, default=2, help="Ray actors, one onnxruntime session each (default 2)")
     m.set_defaults(func=cmd_embed)
+
+    v = sub.add_parser("serve", help="OpenAI-compatible embedding server (needs the 'serve' extra)",
+                       description="POST /v1/embeddings (OpenAI-compatible), GET /health, GET /metrics. Concurrent "
+                                   "requests are micro-batched; WORKERS threads share one onnxruntime session.")
+    v.add_argument("model_dir")
+    v.add_argument("--host", default="127.0.0.1")
+    v.add_argument("--port", type=int, default=8080)
+    v.add_argument("--model-name", help="the 'model' reported in responses (default: the folder name)")
+    v.add_argument("--workers", type=int, default=0, help="concurrent batches (default: available cores / threads)")
+    v.add_argument("--threads-per-worker", type=int, default=1, help="onnxruntime threads per batch (default 1)")
+    v.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for company (default 5)")
+    v.add_argument("--max-batch-tokens", type=int, default=4096, help="tokens merged into one batch (default 4096)")
+    v.add_argument("--max-queue", type=int, default=4096, help="texts queued before answering 503 (default 4096)")
+    v.add_argument("--max-inputs", type=int, default=2048, help="texts per request (default 2048)")
+    v.add_argument("--max-chars", type=int, default=20000, help="characters per text (default 20000)")
+    v.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="request body limit (default 8 MiB)")
+    v.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait before 503 (default 30)")
+    v.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bench", help="time an exported folder (and optionally torch) on this machine",
                        description="Batch-1 latency at 8-128 tokens and throughput at batch 1/8/32 on built-in "

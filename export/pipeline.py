@@ -73,7 +73,8 @@ def _write_tokenizer(src: SourceModel, out: Path) -> tuple[object, int]:
     tok = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
     if not getattr(tok, "is_fast", False):
         raise ExportError(f"{src.model_dir}: no fast tokenizer could be built (is `tokenizers` installed?)")
-    tok.backend_tokenizer.save(str(out / TOKENIZER_FILE))
+    # Compact JSON: half the size of the pretty form (8 vs 16 MB for XLM-R), same tokenizer.
+    tok.backend_tokenizer.save(str(out / TOKENIZER_FILE), pretty=False)
     if tok.pad_token_id is None:
         raise ExportError(f"{src.model_dir}: the tokenizer has no pad token")
     return tok, int(tok.pad_token_id)

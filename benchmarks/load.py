@@ -1,0 +1,163 @@
+"""Bounded load and soak test of `mstsb-onnx serve` on 127.0.0.1 (XLM-R-base-shaped int8 model).
+
+    python -m benchmarks.load --data ../shared/data/mstsb/sentences-unscored.csv
+
+1. Load: N requests (default 5,000) from C concurrent clients (default 32), each request 1-4 real
+   multilingual sentences; throughput, p50/p99 latency and errors, for the default server
+   (micro-batching) and for the same server with batching off (--max-batch-tokens 1: every request
+   runs alone).
+2. Soak: the default server under the same load for S seconds (default 180), its RSS sampled
+   every 5 s: it must level off, not grow without bound.
+Writes benchmarks/results/load.json and load.md. Traffic goes to 127.0.0.1 only, and every loop is
+bounded in count and time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.bench import RESULTS, load_sample, paths_only
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def start_server(model: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+    import httpx
+
+    port = _port()
+    proc = subprocess.Popen([sys.executable, "-m", "mstsb_onnx.cli", "serve", str(model), "--port", str(port), *extra],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                return proc, base
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("server did not start: " + proc.stderr.read().decode()[-2000:])
+
+
+async def drive(base: str, requests: list[list[str]], concurrency: int, deadline: float) -> dict:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    it = iter(requests)
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for texts in it:
+            if time.perf_counter() > deadline:
+                return
+            start = time.perf_counter()
+            try:
+                res = await http.post(base + "/v1/embeddings", json={"model": "m", "input": texts}, timeout=60)
+                ok = res.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+
+    start = time.perf_counter()
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as http:
+        await asyncio.gather(*(client(http) for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    done = len(latencies)
+    return {"requests": done + errors, "errors": errors, "seconds": wall, "requests_per_s": done / wall,
+            "sentences_per_s": sum(len(r) for r in requests[: done + errors]) / wall if done else 0.0,
+            "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
+            "p99_ms": 1000 * float(np.percentile(latencies, 99)) if latencies else None}
+
+
+def make_requests(sentences: list[str], n: int, seed: int = 0) -> list[list[str]]:
+    rng = np.random.default_rng(seed)
+    return [[sentences[int(i)] for i in rng.integers(len(sentences), size=int(rng.integers(1, 5)))] for _ in range(n)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", type=Path, required=True)
+    p.add_argument("--models-dir", type=Path, default=Path("models"))
+    p.add_argument("--requests", type=int, default=5000)
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--soak-seconds", type=float, default=180)
+    p.add_argument("--max-seconds", type=float, default=600, help="hard bound per load run")
+    args = p.parse_args(argv)
+    model = paths_only(str(args.models_dir.resolve()))["int8"]
+    reqs = make_requests(load_sample(args.data, 2048), args.requests)
+    out: dict = {"requests": args.requests, "concurrency": args.concurrency}
+    for name, extra in (("micro-batching (default)", []), ("batching off", ["--max-batch-tokens", "1"])):
+        proc, base = start_server(model, extra)
+        try:
+            out[name] = asyncio.run(drive(base, reqs, args.concurrency, time.perf_counter() + args.max_seconds))
+        finally:
+            proc.terminate()
+            proc.wait(timeout=60)
+        print(name, out[name], flush=True)
+    proc, base = start_server(model, [])
+    rss = []
+    try:
+        end = time.perf_counter() + args.soak_seconds
+        soak_reqs = make_requests(load_sample(args.data, 2048), 10**6, seed=1)
+        loop_deadline = end
+        import threading
+
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.is_set():
+                rss.append(round(_rss_mib(proc.pid), 1))
+                stop.wait(5)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        out["soak"] = asyncio.run(drive(base, soak_reqs, 8, loop_deadline))
+        stop.set()
+        sampler.join()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    out["soak"]["rss_mib_samples"] = rss
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "load.json").write_text(json.dumps(out, indent=2) + "\n")
+    rows = ["| server | requests | errors | requests/s | sentences/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    for name in ("micro-batching (default)", "batching off"):
+        r = out[name]
+        rows.append(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['sentences_per_s']:.1f} "
+                    f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
+    s = out["soak"]
+    rows += ["", f"Soak: {s['seconds']:.0f} s at 8 concurrent clients, {s['requests']} requests, {s['errors']} errors; "
+                 f"server RSS every 5 s (MiB): first {rss[0]}, max {max(rss)}, last {rss[-1]}; "
+                 f"samples: {rss}"]
+    (RESULTS / "load.md").write_text("\n".join(rows) + "\n")
+    print("\n".join(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

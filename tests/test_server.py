@@ -1,0 +1,214 @@
+"""The server, as a real process on 127.0.0.1, driven by the official `openai` client."""
+
+from __future__ import annotations
+
+import base64
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mstsb_onnx import Embedder
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+TEXTS = ["Hello world", "Hola mundo", "你好，世界", "مرحبا بالعالم", "Grüß Gott"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_int8: Path):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mstsb_onnx.cli", "serve", str(tiny_int8), "--port", str(port), "--workers", "2",
+         "--max-inputs", "64", "--max-chars", "1000", "--max-body-bytes", "200000", "--model-name", "tiny"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            if httpx.get(base + "/health", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError(proc.stderr.read().decode())
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        raise RuntimeError("server did not become ready")
+    yield base, proc
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server[0] + "/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_int8: Path) -> Embedder:
+    return Embedder(tiny_int8, threads=1)
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+
+
+def test_single_string(client, reference: Embedder) -> None:
+    res = client.embeddings.create(model="tiny", input="Hello world")
+    assert len(res.data) == 1 and res.data[0].index == 0 and res.model == "tiny"
+    vec = np.asarray(res.data[0].embedding, dtype=np.float32)
+    np.testing.assert_allclose(vec, reference.encode("Hello world"), atol=1e-5)
+    assert res.usage.prompt_tokens == len(reference.tokenize(["Hello world"])[0])
+
+
+def test_list_matches_embedder(client, reference: Embedder) -> None:
+    res = client.embeddings.create(model="tiny", input=TEXTS)
+    got = np.asarray([d.embedding for d in sorted(res.data, key=lambda d: d.index)], dtype=np.float32)
+    # int8 activations are scaled per batch, and the server may merge requests: compare by cosine.
+    assert _cos(got, reference.encode(TEXTS)).min() > 0.9999
+    assert res.usage.prompt_tokens == sum(map(len, reference.tokenize(TEXTS)))
+
+
+def test_base64(client, server) -> None:
+    floats = client.embeddings.create(model="tiny", input=TEXTS[:2])
+    raw = httpx.post(server[0] + "/v1/embeddings", json={"model": "tiny", "input": TEXTS[:2], "encoding_format": "base64"})
+    assert raw.status_code == 200
+    decoded = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in raw.json()["data"]]
+    via_client = client.embeddings.create(model="tiny", input=TEXTS[:2], encoding_format="base64")
+    assert len(via_client.data[0].embedding) == 32  # the client decodes base64 itself
+    assert _cos(np.stack(decoded), np.asarray([d.embedding for d in floats.data])).min() > 0.9999
+
+
+def test_concurrent_requests_are_batched_and_correct(client, server, reference: Embedder) -> None:
+    results: dict[int, np.ndarray] = {}
+
+    def one(i: int) -> None:
+        results[i] = np.asarray(client.embeddings.create(model="tiny", input=TEXTS[i % 5]).data[0].embedding)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    expected = reference.encode(TEXTS)
+    assert min(float(_cos(results[i], expected[i % 5])) for i in range(24)) > 0.9999
+    metrics = httpx.get(server[0] + "/metrics").text
+    assert "mstsb_batch_inputs_count" in metrics and 'mstsb_requests_total{status="200"}' in metrics
+
+
+@pytest.mark.parametrize(
+    "kwargs, status, fragment",
+    [
+        (dict(input=[]), 422, "empty list"),
+        (dict(input=[1, 2, 3]), 422, "token arrays are not supported"),
+        (dict(input=["ok", None]), 422, "input[1] is NoneType"),
+        (dict(input=["x" * 1001]), 413, "limit is 1000"),
+        (dict(input=["x"] * 65), 413, "limit is 64"),
+        (dict(input="x", encoding_format="int8"), 422, "encoding_format"),
+        (dict(input="x", dimensions=16), 422, "dimensions=16 is not supported"),
+    ],
+    ids=["empty", "token-ids", "none-item", "too-long", "too-many", "format", "dimensions"],
+)
+def test_bad_requests_get_openai_errors(client, kwargs: dict, status: int, fragment: str) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        client.embeddings.create(model="tiny", **kwargs)
+    assert info.value.status_code == status
+    err = info.value.body if isinstance(info.value.body, dict) else {}
+    assert fragment in err.get("message", str(info.value))
+
+
+@pytest.mark.parametrize(
+    "body, headers, status, code",
+    [
+        (b"{not json", {}, 400, "invalid_json"),
+        (b"\xff\xfe{}", {}, 400, "invalid_encoding"),
+        (b'["a list"]', {}, 422, "invalid_type"),
+        (b'{"model": "tiny"}', {}, 422, "missing_input"),
+        (b'{"input": "' + b"a" * 300_000 + b'"}', {}, 413, "body_too_large"),
+    ],
+    ids=["malformed-json", "not-utf8", "not-object", "no-input", "huge-body"],
+)
+def test_raw_bad_bodies(server, body: bytes, headers: dict, status: int, code: str) -> None:
+    res = httpx.post(server[0] + "/v1/embeddings", content=body, headers={"content-type": "application/json", **headers})
+    assert res.status_code == status
+    assert res.json()["error"]["code"] == code
+    # ...and the server keeps serving.
+    assert httpx.get(server[0] + "/health").status_code == 200
+
+
+def test_health_and_unknown_route(server) -> None:
+    assert httpx.get(server[0] + "/health").json()["status"] == "ok"
+    res = httpx.get(server[0] + "/v1/nothing")
+    assert res.status_code == 404 and res.json()["error"]["code"] == "not_found"
+
+
+def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
+    """A tiny queue and a slow model: excess requests get 503 + Retry-After, never a hang."""
+    import asyncio
+
+    from mstsb_onnx.server import ApiError, Batcher, ServeConfig
+    from mstsb_onnx.metrics import Metrics
+
+    class Slow:
+        dim = 4
+
+        def encode(self, texts):
+            time.sleep(0.3)
+            return np.zeros((len(texts), 4), np.float32)
+
+    async def scenario() -> list[object]:
+        batcher = Batcher(Slow(), ServeConfig(model_dir="-", workers=1, max_queue_inputs=2, max_wait_ms=1), Metrics())
+        batcher.start()
+        results = await asyncio.gather(*(batcher.submit(["x"], 1) for _ in range(5)), return_exceptions=True)
+        await batcher.stop()
+        return results
+
+    results = asyncio.run(scenario())
+    refused = [r for r in results if isinstance(r, ApiError)]
+    assert len(refused) == 3 and all(r.status == 503 and r.headers["Retry-After"] for r in refused)
+    assert sum(isinstance(r, np.ndarray) for r in results) == 2
+
+
+def test_sigterm_finishes_in_flight_requests(tiny_int8: Path) -> None:
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "mstsb_onnx.cli", "serve", str(tiny_int8), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if httpx.get(base + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        box: dict[str, object] = {}
+
+        def big() -> None:
+            box["res"] = httpx.post(base + "/v1/embeddings", json={"input": ["some text " * 50] * 2000}, timeout=60)
+
+        t = threading.Thread(target=big)
+        t.start()
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGTERM)
+        t.join(60)
+        assert box["res"].status_code == 200 and len(box["res"].json()["data"]) == 2000
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
