@@ -91,8 +91,11 @@ def test_base64(client, server) -> None:
     assert raw.status_code == 200
     decoded = [np.frombuffer(base64.b64decode(d["embedding"]), dtype="<f4") for d in raw.json()["data"]]
     via_client = client.embeddings.create(model="tiny", input=TEXTS[:2], encoding_format="base64")
-    assert len(via_client.data[0].embedding) == 32  # the client decodes base64 itself
-    assert _cos(np.stack(decoded), np.asarray([d.embedding for d in floats.data])).min() > 0.9999
+    from_client = np.frombuffer(base64.b64decode(via_client.data[0].embedding), dtype="<f4")
+    assert from_client.shape == (32,)
+    floats_arr = np.asarray([d.embedding for d in floats.data])
+    assert _cos(np.stack(decoded), floats_arr).min() > 0.9999
+    assert float(_cos(from_client, floats_arr[0])) > 0.9999
 
 
 def test_concurrent_requests_are_batched_and_correct(client, server, reference: Embedder) -> None:
@@ -208,7 +211,8 @@ def test_sigterm_finishes_in_flight_requests(tiny_int8: Path) -> None:
         os.kill(proc.pid, signal.SIGTERM)
         t.join(60)
         assert box["res"].status_code == 200 and len(box["res"].json()["data"]) == 2000
-        assert proc.wait(timeout=30) == 0
+        # uvicorn re-raises the captured SIGTERM once shutdown is done, so -15 is a clean exit.
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
     finally:
         if proc.poll() is None:
             proc.kill()
