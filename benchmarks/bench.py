@@ -308,6 +308,11 @@ def markdown(r: dict) -> str:
         lines.append(f"| {n} | {rss:.0f} | {rss / r['peak_rss_mib'][BASELINE]:.0%} | "
                      f"{'' if size is None else f'{size:.0f}'} | {'' if cold is None else f'{cold:.2f}'} |")
     lines += ["", "![latency](results/latency_vs_tokens.png)", "", "![throughput](results/throughput_vs_batch.png)", ""]
+    for name, title in (("ray.md", "One process vs Ray Data, 2 actors (`benchmarks/bench_ray.py`)"),
+                        ("load.md", "Server load and soak (`benchmarks/load.py`, 5,000 requests, 32 clients, "
+                                    "1-4 sentences each; client and server share the 2 cores)")):
+        if (RESULTS / name).is_file():
+            lines += [f"## {title}", "", (RESULTS / name).read_text(encoding="utf-8").strip(), ""]
     return "\n".join(lines)
 
 
@@ -326,13 +331,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="interleaved rounds for throughput")
     p.add_argument("--latency-rounds", type=int, default=8, help="rounds of 5 timed calls per latency point")
     p.add_argument("--force", action="store_true", help="rebuild the exports")
-    p.add_argument("--parts", nargs="+", choices=["speed", "process"], default=["speed", "process"],
+    p.add_argument("--parts", nargs="+", choices=["speed", "process", "report"], default=["speed", "process"],
                    help="speed: latency, fixed shapes, throughput; process: peak RSS, cold start, size. "
                         "Parts not run keep their figures from the last bench.json")
     args = p.parse_args(argv)
 
     RESULTS.mkdir(exist_ok=True)
     args.models_dir = args.models_dir.resolve()
+    if args.parts == ["report"]:  # regenerate RESULTS.md from the JSON files, measure nothing
+        results = json.loads((RESULTS / "bench.json").read_text())
+        (HERE / "RESULTS.md").write_text(markdown(results), encoding="utf-8")
+        return 0
     paths = prepare(args.models_dir, args.force)
     sample = load_sample(args.data, args.sample)
     names = [BASELINE, "torch int8", "ONNX fp32", "ST ONNX int8", OURS]

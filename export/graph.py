@@ -6,7 +6,7 @@ Inputs ``input_ids`` and ``attention_mask`` (int64, [batch, sequence], both axes
 (``dynamo=False``) with eager attention: measured here, it is the only path whose graph
 onnxruntime fuses into Attention nodes, and it needs no onnxscript.
 
-It does not optimise or quantize (``optimize.py``, ``quantize.py``).
+It does not smooth or quantize (``smooth.py``, ``quantize.py``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Two parts, because they want different treatment:
   most of their precision. We store it as int8 with one scale per row (symmetric) and
   dequantize only the rows a batch gathers: Gather(int8) -> Cast -> Mul(Gather(scales)).
 
-It does not fuse or optimise (``optimize.py``).
+It does not fuse or optimise the graph (onnxruntime does that at session load).
 """
 
 from __future__ import annotations
@@ -29,14 +29,11 @@ class QuantConfig:
     op_types: tuple[str, ...] = ("MatMul",)
     # Regexes on node names of MatMuls to keep in fp32 (sensitive layers).
     exclude: tuple[str, ...] = ()
-    # Regexes on node names of MatMuls to quantize per token instead (token-outlier inputs).
-    per_token: tuple[str, ...] = ()
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["op_types"] = list(self.op_types)
         d["exclude"] = list(self.exclude)
-        d["per_token"] = list(self.per_token)
         d["method"] = "onnxruntime.quantization.quantize_dynamic (weights int8 symmetric, activations uint8 at run time)"
         return d
 
@@ -101,72 +98,13 @@ def _matching_nodes(path: Path, patterns: tuple[str, ...]) -> list[str]:
     return [n.name for n in graph.node if any(re.search(p, n.name) for p in patterns)]
 
 
-def quantize_per_token(model, patterns: tuple[str, ...]) -> int:
-    """Replace fp32 MatMuls (constant weight) whose name matches by per-token int8, in place.
-
-    Dynamic quantization gives a whole activation tensor one scale; where a few tokens (the
-    ``<s>`` token, delimiters) carry activations 10-30x larger than the rest, every other token
-    is left with a few levels. Here each row (token) gets its own scale: x_u8 = round(x / s_t)
-    + 128 with s_t = max|x_t| / 127, a U8S8 ``MatMulInteger`` against per-column int8 weights,
-    then y = int32 * s_t * s_w. Costs a few elementwise passes over the activation.
-    """
-    import re
-
-    from onnx import TensorProto, helper, numpy_helper
-
-    inits = {i.name: i for i in model.graph.initializer}
-    count = 0
-    nodes = list(model.graph.node)
-    out_nodes = []
-    for node in nodes:
-        if not (node.op_type == "MatMul" and node.input[1] in inits and any(re.search(p, node.name) for p in patterns)):
-            out_nodes.append(node)
-            continue
-        count += 1
-        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)  # [K, N]
-        w_scale = np.abs(w).max(axis=0) / 127.0
-        w_scale[w_scale == 0] = 1.0
-        wq = np.clip(np.rint(w / w_scale), -127, 127).astype(np.int8)
-        p = node.name + "_pt"
-        model.graph.initializer.extend([
-            numpy_helper.from_array(wq, p + "_wq"),
-            numpy_helper.from_array(w_scale.astype(np.float32), p + "_wscale"),
-            numpy_helper.from_array(np.array(1.0 / 127.0, np.float32), p + "_inv127"),
-            numpy_helper.from_array(np.array(1e-8, np.float32), p + "_eps"),
-            numpy_helper.from_array(np.array(128.0, np.float32), p + "_off"),
-            numpy_helper.from_array(np.array(0.0, np.float32), p + "_lo"),
-            numpy_helper.from_array(np.array(255.0, np.float32), p + "_hi"),
-            numpy_helper.from_array(np.array(128, np.uint8), p + "_azp"),
-        ])
-        x, y = node.input[0], node.output[0]
-        mk = helper.make_node
-        out_nodes += [
-            mk("Abs", [x], [p + "_abs"], name=p + "_abs"),
-            mk("ReduceMax", [p + "_abs"], [p + "_amax"], name=p + "_amax", axes=[-1], keepdims=1),
-            mk("Max", [p + "_amax", p + "_eps"], [p + "_amax_c"], name=p + "_amax_c"),
-            mk("Mul", [p + "_amax_c", p + "_inv127"], [p + "_scale"], name=p + "_scale"),
-            mk("Div", [x, p + "_scale"], [p + "_div"], name=p + "_div"),
-            mk("Round", [p + "_div"], [p + "_round"], name=p + "_round"),
-            mk("Add", [p + "_round", p + "_off"], [p + "_shift"], name=p + "_shift"),
-            mk("Clip", [p + "_shift", p + "_lo", p + "_hi"], [p + "_clip"], name=p + "_clip"),
-            mk("Cast", [p + "_clip"], [p + "_xq"], name=p + "_xq", to=TensorProto.UINT8),
-            mk("MatMulInteger", [p + "_xq", p + "_wq", p + "_azp"], [p + "_i32"], name=p + "_mmi"),
-            mk("Cast", [p + "_i32"], [p + "_f"], name=p + "_f", to=TensorProto.FLOAT),
-            mk("Mul", [p + "_scale", p + "_wscale"], [p + "_oscale"], name=p + "_oscale"),
-            mk("Mul", [p + "_f", p + "_oscale"], [y], name=p + "_out"),
-        ]
-    del model.graph.node[:]
-    model.graph.node.extend(out_nodes)
-    return count
-
-
 def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig) -> dict:
     """Write the int8 model; returns what was done (for the manifest)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     report: dict = {}
-    excluded = _matching_nodes(in_path, config.exclude + config.per_token)
+    excluded = _matching_nodes(in_path, config.exclude)
     report["excluded_nodes"] = len(excluded)
     tmp = out_path.with_suffix(".matmul.onnx")
     quantize_dynamic(
@@ -177,8 +115,6 @@ def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig) -> dict:
     )
     model = onnx.load(str(tmp))
     tmp.unlink()
-    if config.per_token:
-        report["per_token_nodes"] = quantize_per_token(model, config.per_token)
     if config.embedding == "int8-per-row":
         report["embedding_table"] = quantize_embedding_rows(model)
     elif config.embedding != "fp32":

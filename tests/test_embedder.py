@@ -297,9 +297,11 @@ def test_verify_cached_rehashes_on_stat_change_and_full_always(tiny_int8: Path, 
     assert list((tmp_path / "cache" / "verified").iterdir())
     target = folder / "tokenizer.json"
     st = target.stat()
+    data = target.read_bytes()
+    at = data.index(b'["<s>",0.0]')
     with open(target, "r+b") as f:  # same size, same inode, mtime restored: only a hash can tell
-        assert f.read(3) == b"{\n " and f.seek(2) == 2
-        f.write(b"\t")  # still valid JSON
+        f.seek(at)
+        f.write(b'["<s>",1.0]')  # a special token's score: still a valid tokenizer
     os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
     Embedder(folder)  # the documented trade-off of "cached"
     with pytest.raises(ModelFolderError, match="tokenizer.json changed since export"):
