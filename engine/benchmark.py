@@ -103,18 +103,11 @@ def run_cli_bench(model_dir: str, reference: str | None, threads: int | None, ro
     emb = Embedder(model_dir, threads=threads)
     variants: dict[str, EncodeFn] = {"onnx": lambda t, b: emb.encode(t, batch_size=b)}
     if reference:
-        import torch
-
         from mstsb_onnx.export.reference import TorchReference
         from mstsb_onnx.export.source import resolve_source
 
         ref = TorchReference(resolve_source(reference, max_seq_length=emb.max_seq_length), threads=threads)
-
-        def torch_encode(texts: list[str], bs: int) -> object:
-            with torch.inference_mode():
-                return ref.encode(texts, batch_size=bs)
-
-        variants["torch fp32"] = torch_encode
+        variants["torch fp32"] = lambda t, b: ref.encode(t, batch_size=b)  # runs under inference_mode
     words = _builtin_words()
     count = lambda text: len(emb.tokenize([text], prompt="")[0])  # noqa: E731
     by_len = {n: texts_with_tokens(count, words, n, 1) for n in lengths if n <= emb.max_seq_length}
