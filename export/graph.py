@@ -49,9 +49,10 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET) -> dict[st
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
             return emb
 
-    # A dummy batch with padding, so the traced graph is the padded-batch path.
-    ids = torch.tensor([[0, 100, 200, 300, 2], [0, 100, 2, 1, 1]], dtype=torch.long)
-    mask = (ids != encoder.config.pad_token_id).long()
+    # A dummy batch with padding, so the traced graph is the padded-batch path; ids valid for any vocab.
+    pad = encoder.config.pad_token_id or 0
+    ids = torch.tensor([[3, 4, 5, 6, 7], [3, 4, 5, pad, pad]], dtype=torch.long) % encoder.config.vocab_size
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.long)
     with torch.inference_mode():
         torch.onnx.export(
             PooledEncoder().eval(),

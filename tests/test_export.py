@@ -163,3 +163,25 @@ def test_force_replaces_atomically(tiny_src: Path, tmp_path: Path) -> None:
     export_model(str(tiny_src), out, quantize="int8", force=True, log=_quiet)
     assert _manifest(out)["quantization"]["mode"] == "int8"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_bert_family_checkpoint_exports(tmp_path: Path) -> None:
+    """Not only XLM-R: a BERT checkpoint with a WordPiece tokenizer and pad id 0 exports and matches."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    src = tmp_path / "bert"
+    src.mkdir()
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters), "hello", "world"]
+    (src / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(src / "vocab.txt")).save_pretrained(str(src))
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=128)
+    BertModel(config).save_pretrained(str(src))
+    out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path
+    m = _manifest(out)
+    assert m["pad_token_id"] == 0 and m["max_seq_length"] == 128
+    assert m["parity"]["model"][0]["max_abs_diff"] <= parity.FP32_MAX_ABS_DIFF
+    assert Embedder(out).encode(["hello world", "naïve café"]).shape == (2, 32)
