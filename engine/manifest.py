@@ -49,6 +49,11 @@ class Manifest:
     raw: dict[str, Any] = field(repr=False)
 
     @property
+    def quantization_mode(self) -> str:
+        """"int8" or "none" as recorded by the exporter ("?" if the manifest does not say)."""
+        return str(self.raw.get("quantization", {}).get("mode", "?"))
+
+    @property
     def default_prompt(self) -> str:
         if self.default_prompt_name is None:
             return ""

@@ -3,15 +3,15 @@
 Reads the 31-task CSV format (task ``xx;yy``, idx, sentence1, sentence2, score in [0, 1]), embeds
 each distinct sentence once, and reports per task the Pearson and Spearman correlation of cosine
 similarity with the gold score; the average over tasks by Fisher z (arctanh, mean, tanh), as the
-card averages. numpy and the standard library only; it takes any ``encode`` function, so the
-torch reference and ONNX models are scored by the same code.
+card averages. numpy and the standard library only; it scores vectors, so the torch reference
+and ONNX models are scored by the same code.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +20,6 @@ import numpy as np
 from mstsb_onnx.errors import InputError
 
 COLUMNS = ("task", "idx", "sentence1", "sentence2", "score")
-EncodeFn = Callable[[list[str]], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -122,11 +121,6 @@ def score_tasks(tasks: dict[str, list[Pair]], vectors: dict[str, np.ndarray]) ->
         gold = np.array([p.score for p in pairs])
         out[task] = {"pearson": pearson(cos, gold), "spearman": spearman(cos, gold), "n": len(pairs)}
     return out
-
-
-def evaluate(tasks: dict[str, list[Pair]], encode: EncodeFn) -> dict[str, dict[str, float]]:
-    sentences = unique_sentences(tasks)
-    return score_tasks(tasks, vector_map(sentences, encode(sentences)))
 
 
 def summary(scores: dict[str, dict[str, float]]) -> dict[str, float]:
