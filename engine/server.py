@@ -150,8 +150,8 @@ class Batcher:
             at += len(job.texts)
 
 
-def parse_request(raw: bytes, config: ServeConfig, dim: int) -> tuple[list[str], bool, str]:
-    """Validate an embeddings request body; returns (texts, was_single, encoding_format)."""
+def parse_request(raw: bytes, config: ServeConfig, dim: int) -> tuple[list[str], str]:
+    """Validate an embeddings request body; returns (texts, encoding_format)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -165,8 +165,7 @@ def parse_request(raw: bytes, config: ServeConfig, dim: int) -> tuple[list[str],
     if "input" not in body:
         raise ApiError(422, "'input' is required: a string or a list of strings", "missing_input", "input")
     value = body["input"]
-    single = isinstance(value, str)
-    texts = [value] if single else value
+    texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None) if isinstance(texts, list) else None
         where = f"input[{bad}] is {type(texts[bad]).__name__}" if bad is not None else f"input is {type(value).__name__}"
@@ -191,7 +190,7 @@ def parse_request(raw: bytes, config: ServeConfig, dim: int) -> tuple[list[str],
                             "(omit the field or pass that number)", "unsupported_dimensions", "dimensions")
     if "model" in body and not isinstance(body["model"], str):
         raise ApiError(422, "'model' must be a string", "invalid_type", "model")
-    return texts, single, fmt
+    return texts, fmt
 
 
 def _encode_vector(vec: np.ndarray, fmt: str) -> list[float] | str:
@@ -263,7 +262,7 @@ def create_app(config: ServeConfig, embedder: Any = None):
                 if len(raw) > config.max_body_bytes:
                     raise ApiError(413, f"request body exceeds {config.max_body_bytes} bytes", "body_too_large")
             emb = state["embedder"]
-            texts, _, fmt = parse_request(raw, config, emb.dim)
+            texts, fmt = parse_request(raw, config, emb.dim)
             tokens = sum(map(len, emb.tokenize(texts)))
             vectors = await batcher.submit(texts, tokens)
             metrics.inc("mstsb_inputs_total", value=len(texts))
