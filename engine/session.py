@@ -21,6 +21,12 @@ from mstsb_onnx.errors import ModelFolderError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
+# Graph rewrites we turn off. onnxruntime fuses Add + LayerNormalization into its contrib
+# SkipLayerNormalization, whose CPU kernel (1.32) measured 7-9x slower than the two ops it
+# replaces (32x32x768: 1.6 ms vs 0.21 ms at 2 threads; 3.2 vs 0.36 ms at 1), which cost
+# the int8 model 8-10% at batch 32 (README "Benchmarks", "what won").
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
 
 def _cgroup_cpu_limit() -> float | None:
     """CPUs allowed by the cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), if any."""
@@ -86,6 +92,9 @@ def make_session(
             f"available: {ort.get_available_providers()}"
         )
     try:
-        return ort.InferenceSession(str(model_path), sess_options=session_options(threads, spin), providers=providers)
+        return ort.InferenceSession(
+            str(model_path), sess_options=session_options(threads, spin), providers=providers,
+            disabled_optimizers=list(DISABLED_OPTIMIZERS),
+        )
     except (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as e:
         raise ModelFolderError(f"onnxruntime could not load {model_path}: {e}") from e
