@@ -149,6 +149,14 @@ def save_random_xlmr(out_dir: Path, config_kwargs: dict, seed: int = 0) -> None:
     )
     config = XLMRobertaConfig(**{**base, **config_kwargs})
     model = XLMRobertaModel(config, add_pooling_layer=False).eval()
+    # transformers initialises every bias to 0 and every LayerNorm to (1, 0); the ONNX exporter
+    # then dedupes those equal tensors into one shared constant, a graph no trained model has.
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name.endswith("LayerNorm.weight"):
+                param.normal_(1.0, 0.05)
+            elif name.endswith("bias"):
+                param.normal_(0.0, 0.02)
     model.save_pretrained(str(out_dir), safe_serialization=True)
 
 
@@ -209,11 +217,15 @@ class _atomic_dir:
         os.replace(self.tmp, self.final)
 
 
+# Versioned: v2 has random biases and LayerNorm weights (v1's zeros were deduped by the exporter).
+BASE_RANDOM_DIR = "xlmr-base-random-v2"
+
+
 def cached_base_random() -> Path:
     """The base-shaped random model, built once per machine (needs the stand-in's tokenizer)."""
     from benchmarks.standin import cached_standin
 
-    out = default_cache_dir() / "xlmr-base-random"
+    out = default_cache_dir() / BASE_RANDOM_DIR
     if not (out / "model.safetensors").exists():
         build_base_random(out, cached_standin())
     return out

@@ -47,12 +47,13 @@ def time_once(fn: Callable[[], object]) -> float:
 
 
 def interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int = 1, settle: int = 0,
-                per_round: int = 1) -> dict[str, list[float]]:
+                per_round: int = 1, pause: float = 0.0) -> dict[str, list[float]]:
     """Seconds per call for each variant, variants alternating within every round.
 
-    ``settle`` untimed calls open each variant's turn: thread pools of the variant that just ran
-    (OpenMP, onnxruntime) keep spinning for a while, and on few cores that would be billed to
-    whoever runs next. ``per_round`` timed calls follow.
+    Thread pools of the variant that just ran (OpenMP, onnxruntime) keep spinning for a while,
+    and on few cores that would be billed to whoever runs next: each variant's turn opens with
+    ``pause`` seconds of sleep (the other pools go idle) and ``settle`` untimed calls (its own
+    pool wakes up). ``per_round`` timed calls follow.
     """
     for fn in calls.values():
         for _ in range(warmup):
@@ -60,6 +61,7 @@ def interleaved(calls: dict[str, Callable[[], object]], rounds: int, warmup: int
     times: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
+            time.sleep(pause)
             for _ in range(settle):
                 fn()
             times[name] += [time_once(fn) for _ in range(per_round)]
@@ -72,12 +74,19 @@ def stats(seconds: list[float]) -> dict[str, float]:
             "min": float(arr.min()), "n": len(seconds)}
 
 
+# A sleep long enough for OpenMP's and onnxruntime's idle workers to stop spinning (a few ms to
+# ~200 ms depending on the runtime): without it, at batch 1 on 2 cores, the variant that ran
+# before was measured slowing ours from 6.3 to 10.3 ms.
+LATENCY_PAUSE_S = 0.25
+
+
 def latency_table(variants: dict[str, EncodeFn], texts_by_len: dict[int, list[str]], rounds: int) -> dict:
     """Batch-1 latency per token length: {length: {variant: stats (seconds)}}."""
     out = {}
     for length, texts in texts_by_len.items():
         calls = {name: (lambda fn=fn, t=texts[:1]: fn(t, 1)) for name, fn in variants.items()}
-        out[length] = {name: stats(t) for name, t in interleaved(calls, rounds, settle=1, per_round=5).items()}
+        timed = interleaved(calls, rounds, settle=1, per_round=5, pause=LATENCY_PAUSE_S)
+        out[length] = {name: stats(t) for name, t in timed.items()}
     return out
 
 

@@ -152,6 +152,15 @@ def _column_split_path(up, chain: list, split: np.ndarray, keep: np.ndarray, ini
     return clones, new_inits
 
 
+def _constant_tensors(model, inits: dict) -> set[str]:
+    """Initializers, Constant outputs, and Identity copies of those (how the exporter shares them)."""
+    consts = set(inits)
+    for node in model.graph.node:  # topological order: an Identity's input is seen first
+        if node.op_type == "Constant" or (node.op_type == "Identity" and node.input[0] in consts):
+            consts.update(node.output)
+    return consts
+
+
 def smooth_graph(
     in_path: Path,
     out_path: Path,
@@ -180,9 +189,10 @@ def smooth_graph(
     amax = _channel_maxima(model, list(groups), calibration_feeds)
     inits = {i.name: i for i in model.graph.initializer}
     post_adds: list[tuple[str, object]] = []
+    consts = _constant_tensors(model, inits)
     bias_add = {
         x: node for node in model.graph.node if node.op_type == "Add"
-        for x in node.input if any(i in inits for i in node.input)
+        for x in node.input if any(i in consts for i in node.input)
     }
     new_nodes: dict[str, list] = {}
     column_splits: list[tuple[str, object, list, np.ndarray, np.ndarray]] = []

@@ -30,9 +30,9 @@ def _ffn_graph(path: Path, between: str, layers: int = 2) -> Path:
         w1 = rng.standard_normal((HIDDEN, FF)).astype(np.float32) * 0.3
         w1[:, 3] *= 20  # an outlier channel after the activation
         w2 = rng.standard_normal((FF, HIDDEN)).astype(np.float32) * 0.1
-        inits += [numpy_helper.from_array(w1, f"w1_{i}"), numpy_helper.from_array(w2, f"w2_{i}"),
-                  numpy_helper.from_array(np.full(HIDDEN, 0.1, np.float32), f"b2_{i}")]
-        nodes += [helper.make_node("MatMul", [h, f"w1_{i}"], [f"u{i}"], name=f"l{i}/up/MatMul"),
+        inits += [numpy_helper.from_array(w1, f"w1_{i}"), numpy_helper.from_array(w2, f"w2_{i}")]
+        nodes += [helper.make_node("Identity", ["b2"], [f"b2_{i}"], name=f"l{i}/b2"),  # as the exporter shares
+                  helper.make_node("MatMul", [h, f"w1_{i}"], [f"u{i}"], name=f"l{i}/up/MatMul"),
                   helper.make_node("Add", ["shared_bias", f"u{i}"], [f"ub{i}"], name=f"l{i}/up/Add")]
         if between == "gelu":
             nodes += [
@@ -49,7 +49,8 @@ def _ffn_graph(path: Path, between: str, layers: int = 2) -> Path:
         nodes += [helper.make_node("MatMul", [f"act{i}", f"w2_{i}"], [f"o{i}"], name=f"l{i}/down/MatMul"),
                   helper.make_node("Add", [f"o{i}", f"b2_{i}"], [f"h{i}"], name=f"l{i}/down/Add")]
         h = f"h{i}"
-    inits.append(numpy_helper.from_array(np.array(1.0, np.float32), "one"))
+    inits += [numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+              numpy_helper.from_array(np.full(HIDDEN, 0.1, np.float32), "b2")]
     graph = helper.make_graph(nodes, "ffn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", HIDDEN])],
                               [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["n", HIDDEN])], inits)
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
@@ -86,3 +87,7 @@ def test_rewrite_keeps_the_function(tmp_path: Path, between: str, path: str) -> 
     assert k == ({FF - 4} if path == "up-projection columns" else {FF})
     if path == "up-projection columns":
         assert not any(n.op_type == "Gather" for n in model.graph.node)
+    # The fp32 part joins after the bias Add, so onnxruntime can fuse MatMul + bias.
+    producers = {o: n for n in model.graph.node for o in n.output}
+    merges = [n for n in model.graph.node if n.name.endswith("_merge")]
+    assert [producers[m.input[0]].name for m in merges] == ["l0/down/Add", "l1/down/Add"]
