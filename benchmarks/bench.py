@@ -31,12 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.gemm_floor import floor_session
 from mstsb_onnx import benchmark as bm
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 OURS = "ours int8"
 BASELINE = "torch fp32 (ST)"
+FLOOR = "int8 GEMM floor"  # the linear layers alone (benchmarks/gemm_floor.py), rows = batch x tokens
 LENGTHS = (8, 16, 32, 64, 128)
 LANGS = 15
 
@@ -70,19 +72,26 @@ def prepare(models_dir: Path, force: bool) -> dict[str, Path]:
 
     base = cached_base_random()
     paths = {"base": base}
+
+    def made_from_base(manifest: Path) -> bool:  # exports of an older base model are stale
+        return manifest.is_file() and json.loads(manifest.read_text())["source"]["model_id"] == str(base)
+
     for mode, name in (("int8", "int8"), ("none", "fp32")):
         out = models_dir / f"xlmr-base-random-{name}"
-        if force or not (out / MANIFEST_NAME).is_file():
+        if force or not made_from_base(out / MANIFEST_NAME):
             export_model(str(base), out, quantize=mode, force=True)
         paths[name] = out
     st_dir = models_dir / "xlmr-base-random-st-onnx"
-    if force or not (st_dir / "onnx" / "model_qint8_avx512_vnni.onnx").is_file():
+    marker = st_dir / "onnx" / "copied-from.txt"
+    if (force or not (st_dir / "onnx" / "model_qint8_avx512_vnni.onnx").is_file()
+            or not marker.is_file() or marker.read_text() != str(base)):
         from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
 
         shutil.rmtree(st_dir, ignore_errors=True)
         shutil.copytree(base, st_dir)
         model = SentenceTransformer(str(st_dir), backend="onnx", device="cpu")
         export_dynamic_quantized_onnx_model(model, "avx512_vnni", str(st_dir))
+        marker.write_text(str(base))
     paths["st_onnx"] = st_dir
     return paths
 
@@ -306,7 +315,7 @@ def markdown(r: dict) -> str:
         lines.append("")
     for t, fx in r["fixed"].items():
         lines += [f"## Fixed batch 32 x 32 tokens, {t} thread(s)", "", "| variant | sentences/s | vs torch fp32 | vs int8 GEMM floor |", "|---|---|---|---|"]
-        floor = fx["int8 GEMM floor"]
+        floor = fx[FLOOR]
         for n, v in fx.items():
             lines.append(f"| {n} | {v:.1f} | {v / fx[BASELINE]:.2f}x | {100 * v / floor:.0f}% |")
         lines.append("")
@@ -365,12 +374,13 @@ def main(argv: list[str] | None = None) -> int:
     for t in args.threads if "speed" in args.parts else []:
         print(f"== {t} thread(s)", flush=True)
         variants = {n: make_variant(n, paths, t) for n in names + ["torch fp32 (card)"]}
-        results["latency"][str(t)] = bm.latency_table(variants, by_len, args.latency_rounds)
+        floor = floor_session(t)
+        rows_of = {texts[0]: L for L, texts in by_len.items()}  # batch 1: rows = tokens
+        results["latency"][str(t)] = bm.latency_table(
+            variants | {FLOOR: lambda texts, bs: floor(rows_of[texts[0]])}, by_len, args.latency_rounds)
         print("latency done", flush=True)
-        from benchmarks.gemm_floor import floor_runner
-
         calls = {n: (lambda fn=fn: fn(fixed32, 32)) for n, fn in variants.items()}
-        calls["int8 GEMM floor"] = floor_runner(t, 32 * 32)
+        calls[FLOOR] = lambda: floor(32 * 32)
         fixed = bm.interleaved(calls, rounds=5, settle=1, per_round=2)
         results["fixed"][str(t)] = {n: 32 / bm.stats(v)["median"] for n, v in fixed.items()}
         print("fixed done", flush=True)
@@ -378,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
         texts = sample if t > 1 else sample[: args.one_thread_sample]
         results["throughput"][str(t)] = bm.throughput_table(tp, texts, (1, 8, 32, 128), args.rounds, args.batch1_sample)
         print("throughput done", flush=True)
-        del variants, tp, calls
+        del variants, tp, calls, floor
     t_max = max(args.threads)
     if "process" in args.parts:
         rss_texts = fixed_texts(paths, 128, 32)

@@ -11,6 +11,7 @@ left out, so a whole model can approach this floor but not beat it.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,11 +53,16 @@ def build_floor_model(path: Path, layers: int = 12, hidden: int = 768, ff: int =
     return path
 
 
-def floor_runner(threads: int, rows: int, spin: bool = True):
-    """A zero-argument callable that runs the floor graph once on ``rows`` x 768 activations."""
+def floor_session(threads: int, spin: bool = True) -> Callable[[int], object]:
+    """``run(rows)``: the floor graph once on ``rows`` x 768 activations (one session, inputs cached)."""
     from mstsb_onnx.session import make_session
 
     tmp = Path(tempfile.mkdtemp(prefix="gemm-floor-"))
     sess = make_session(build_floor_model(tmp / "floor.onnx"), threads=threads, spin=spin)
-    x = np.random.default_rng(1).standard_normal((rows, 768)).astype(np.float32)
-    return lambda: sess.run(None, {"x": x})
+    inputs: dict[int, np.ndarray] = {}
+
+    def run(rows: int) -> object:
+        if rows not in inputs:
+            inputs[rows] = np.random.default_rng(rows).standard_normal((rows, 768)).astype(np.float32)
+        return sess.run(None, {"x": inputs[rows]})
+    return run
