@@ -99,6 +99,23 @@ def make_requests(sentences: list[str], n: int, seed: int = 0) -> list[list[str]
     return [[sentences[int(i)] for i in rng.integers(len(sentences), size=int(rng.integers(1, 5)))] for _ in range(n)]
 
 
+def write_report(out: dict) -> None:
+    rows = ["| server | requests | errors | requests/s | sentences/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    for name in ("micro-batching (default)", "batching off"):
+        r = out[name]
+        rows.append(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['sentences_per_s']:.1f} "
+                    f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
+    s = out["soak"]
+    rss = s["rss_mib_samples"]
+    per_minute = rss[::12]  # one sample every 5 s
+    half = rss[len(rss) // 2 :]
+    rows += ["", f"Soak: {s['seconds']:.0f} s at 8 concurrent clients, {s['requests']} requests, {s['errors']} errors. "
+                 f"Server RSS (MiB): first {rss[0]}, max {max(rss)}, last {rss[-1]}; over the second half "
+                 f"{min(half)} -> {half[-1]} (+{half[-1] - min(half):.1f}); one sample a minute: {per_minute}"]
+    (RESULTS / "load.md").write_text("\n".join(rows) + "\n")
+    print("\n".join(rows))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.load", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True)
@@ -107,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--soak-seconds", type=float, default=180)
     p.add_argument("--max-seconds", type=float, default=600, help="hard bound per load run")
+    p.add_argument("--report-only", action="store_true", help="rewrite load.md from load.json, measure nothing")
     args = p.parse_args(argv)
+    if args.report_only:
+        write_report(json.loads((RESULTS / "load.json").read_text()))
+        return 0
     model = paths_only(str(args.models_dir.resolve()))["int8"]
     reqs = make_requests(load_sample(args.data, 2048), args.requests)
     out: dict = {"requests": args.requests, "concurrency": args.concurrency}
@@ -145,17 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     out["soak"]["rss_mib_samples"] = rss
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "load.json").write_text(json.dumps(out, indent=2) + "\n")
-    rows = ["| server | requests | errors | requests/s | sentences/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
-    for name in ("micro-batching (default)", "batching off"):
-        r = out[name]
-        rows.append(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['sentences_per_s']:.1f} "
-                    f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
-    s = out["soak"]
-    rows += ["", f"Soak: {s['seconds']:.0f} s at 8 concurrent clients, {s['requests']} requests, {s['errors']} errors; "
-                 f"server RSS every 5 s (MiB): first {rss[0]}, max {max(rss)}, last {rss[-1]}; "
-                 f"samples: {rss}"]
-    (RESULTS / "load.md").write_text("\n".join(rows) + "\n")
-    print("\n".join(rows))
+    write_report(out)
     return 0
 
 
