@@ -109,6 +109,9 @@ class Batcher:
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            # A free worker first, then the batch: under load everything that queued while the
+            # workers were busy joins this batch, instead of a batch formed early waiting stale.
+            await self.slots.acquire()
             first = await self.queue.get()
             batch, tokens = [first], first.tokens
             deadline = loop.time() + self.config.max_wait_ms / 1000
@@ -122,7 +125,6 @@ class Batcher:
                     break
                 batch.append(job)
                 tokens += job.tokens
-            await self.slots.acquire()
             loop.create_task(self._run(batch))
 
     async def _run(self, batch: list[_Job]) -> None:
