@@ -6,6 +6,8 @@
    multilingual sentences; throughput, p50/p99 latency and errors, for the default server
    (micro-batching) and for the same server with batching off (--max-batch-tokens 1: every request
    runs alone).
+   Then an open-loop phase on each: requests sent at a fixed rate (default 40/s for 30 s)
+   whatever the answers, the traffic of many independent users; latency from the scheduled time.
 2. Soak: the default server under the same load for S seconds (default 180), its RSS sampled
    every 5 s: it must level off, not grow without bound.
 Writes benchmarks/results/load.json and load.md. Traffic goes to 127.0.0.1 only, and every loop is
@@ -94,6 +96,48 @@ async def drive(base: str, requests: list[list[str]], concurrency: int, deadline
             "p99_ms": 1000 * float(np.percentile(latencies, 99)) if latencies else None}
 
 
+async def drive_open(base: str, requests: list[list[str]], rate: float, deadline: float) -> dict:
+    """Open loop: request i is sent at ``i / rate`` s whether or not earlier ones have returned.
+
+    Unlike ``drive`` (clients that wait for their answer, so they fall into step with the
+    server's batches), arrivals here do not depend on the server -- the traffic of many
+    independent users. Latency counts from the scheduled send time, so a client that falls behind
+    is billed to the server too (no coordinated omission).
+    """
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+
+    async def one(http: httpx.AsyncClient, texts: list[str], scheduled: float) -> None:
+        nonlocal errors
+        try:
+            res = await http.post(base + "/v1/embeddings", json={"model": "m", "input": texts}, timeout=60)
+            ok = res.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        if ok:
+            latencies.append(time.perf_counter() - scheduled)
+        else:
+            errors += 1
+
+    start = time.perf_counter()
+    tasks = []
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=512)) as http:
+        for i, texts in enumerate(requests):
+            scheduled = start + i / rate
+            if scheduled > deadline:
+                break
+            await asyncio.sleep(max(0.0, scheduled - time.perf_counter()))
+            tasks.append(asyncio.create_task(one(http, texts, scheduled)))
+        await asyncio.gather(*tasks)
+    wall = time.perf_counter() - start
+    return {"offered_requests_per_s": rate, "requests": len(tasks), "errors": errors, "seconds": wall,
+            "requests_per_s": len(latencies) / wall,
+            "p50_ms": 1000 * statistics.median(latencies) if latencies else None,
+            "p99_ms": 1000 * float(np.percentile(latencies, 99)) if latencies else None}
+
+
 def make_requests(sentences: list[str], n: int, seed: int = 0) -> list[list[str]]:
     rng = np.random.default_rng(seed)
     return [[sentences[int(i)] for i in rng.integers(len(sentences), size=int(rng.integers(1, 5)))] for _ in range(n)]
@@ -105,6 +149,14 @@ def write_report(out: dict) -> None:
         r = out[name]
         rows.append(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['sentences_per_s']:.1f} "
                     f"| {r['p50_ms']:.0f} | {r['p99_ms']:.0f} |")
+    if all("open_loop" in out[n] for n in ("micro-batching (default)", "batching off")):
+        rate = out["batching off"]["open_loop"]["offered_requests_per_s"]
+        rows += ["", f"Open loop, {rate:.0f} requests/s offered (independent arrivals; latency from the scheduled send):",
+                 "", "| server | requests | errors | answered/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|"]
+        for name in ("micro-batching (default)", "batching off"):
+            o = out[name]["open_loop"]
+            rows.append(f"| {name} | {o['requests']} | {o['errors']} | {o['requests_per_s']:.1f} | {o['p50_ms']:.0f} "
+                        f"| {o['p99_ms']:.0f} |")
     s = out["soak"]
     rss = s["rss_mib_samples"]
     per_minute = rss[::12]  # one sample every 5 s
@@ -123,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=5000)
     p.add_argument("--concurrency", type=int, default=32)
     p.add_argument("--soak-seconds", type=float, default=180)
+    p.add_argument("--open-rate", type=float, default=40.0, help="requests/s of the open-loop phase")
+    p.add_argument("--open-seconds", type=float, default=30.0, help="length of the open-loop phase")
     p.add_argument("--max-seconds", type=float, default=600, help="hard bound per load run")
     p.add_argument("--report-only", action="store_true", help="rewrite load.md from load.json, measure nothing")
     args = p.parse_args(argv)
@@ -132,10 +186,13 @@ def main(argv: list[str] | None = None) -> int:
     model = paths_only(str(args.models_dir.resolve()))["int8"]
     reqs = make_requests(load_sample(args.data, 2048), args.requests)
     out: dict = {"requests": args.requests, "concurrency": args.concurrency}
+    open_reqs = reqs[: int(args.open_rate * args.open_seconds)]
     for name, extra in (("micro-batching (default)", []), ("batching off", ["--max-batch-tokens", "1"])):
         proc, base = start_server(model, extra)
         try:
             out[name] = asyncio.run(drive(base, reqs, args.concurrency, time.perf_counter() + args.max_seconds))
+            out[name]["open_loop"] = asyncio.run(
+                drive_open(base, open_reqs, args.open_rate, time.perf_counter() + args.max_seconds))
         finally:
             proc.terminate()
             proc.wait(timeout=60)
