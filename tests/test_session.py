@@ -47,3 +47,24 @@ def test_unknown_provider(tiny_int8: Path) -> None:
 
     with pytest.raises(ValueError, match="NoSuchExecutionProvider"):
         Embedder(tiny_int8, providers=["NoSuchExecutionProvider"])
+
+
+@pytest.mark.parametrize("disabled, fused", [(session.DISABLED_OPTIMIZERS, False), ((), True)], ids=["ours", "ort-default"])
+def test_skip_layer_norm_fusion_is_off(tiny_int8: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       disabled: tuple[str, ...], fused: bool) -> None:
+    # onnxruntime's CPU SkipLayerNormalization measured 7-9x slower than Add + LayerNormalization
+    # (session.py); the second case shows the check would see the fusion if it happened.
+    onnx = pytest.importorskip("onnx")
+    real = session.session_options
+
+    def keep_optimized(*args: object, **kwargs: object):
+        so = real(*args, **kwargs)
+        so.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        return so
+
+    monkeypatch.setattr(session, "session_options", keep_optimized)
+    monkeypatch.setattr(session, "DISABLED_OPTIMIZERS", disabled)
+    session.make_session(tiny_int8 / "model.onnx", threads=1)
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx"), load_external_data=False).graph.node}
+    assert ("SkipLayerNormalization" in ops) is fused
+    assert "LayerNormalization" in ops
