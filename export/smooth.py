@@ -152,6 +152,17 @@ def _column_split_path(up, chain: list, split: np.ndarray, keep: np.ndarray, ini
     return clones, new_inits
 
 
+def _names_read(graph) -> set[str]:
+    """Tensor names read by the graph's nodes (subgraphs included) or returned as outputs."""
+    names = {o.name for o in graph.output}
+    for node in graph.node:
+        names.update(node.input)
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                names |= _names_read(sub)
+    return names
+
+
 def _constant_tensors(model, inits: dict) -> set[str]:
     """Initializers, Constant outputs, and Identity copies of those (how the exporter shares them)."""
     consts = set(inits)
@@ -259,7 +270,7 @@ def smooth_graph(
         ordered.extend(add for name, add in post_adds if name == node.name)
     del model.graph.node[:]
     model.graph.node.extend(ordered)
-    read = {i for n in model.graph.node for i in n.input}
+    read = _names_read(model.graph)
     unused = [i for i in model.graph.initializer if i.name not in read]  # replaced by sliced copies
     for init in unused:
         model.graph.initializer.remove(init)
