@@ -62,6 +62,20 @@ def start_server(model: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("server did not start: " + proc.stderr.read().decode()[-2000:])
 
 
+async def _timed_post(http, base: str, texts: list[str], since: float, latencies: list[float]) -> bool:
+    """POST one embeddings request; on success record seconds since ``since``. True if it succeeded."""
+    import httpx
+
+    try:
+        res = await http.post(base + "/v1/embeddings", json={"model": "m", "input": texts}, timeout=60)
+    except httpx.HTTPError:
+        return False
+    if res.status_code != 200:
+        return False
+    latencies.append(time.perf_counter() - since)
+    return True
+
+
 async def drive(base: str, requests: list[list[str]], concurrency: int, deadline: float) -> dict:
     import httpx
 
@@ -74,16 +88,7 @@ async def drive(base: str, requests: list[list[str]], concurrency: int, deadline
         for texts in it:
             if time.perf_counter() > deadline:
                 return
-            start = time.perf_counter()
-            try:
-                res = await http.post(base + "/v1/embeddings", json={"model": "m", "input": texts}, timeout=60)
-                ok = res.status_code == 200
-            except httpx.HTTPError:
-                ok = False
-            if ok:
-                latencies.append(time.perf_counter() - start)
-            else:
-                errors += 1
+            errors += not await _timed_post(http, base, texts, time.perf_counter(), latencies)
 
     start = time.perf_counter()
     async with httpx.AsyncClient(limits=httpx.Limits(max_connections=concurrency)) as http:
@@ -111,15 +116,7 @@ async def drive_open(base: str, requests: list[list[str]], rate: float, deadline
 
     async def one(http: httpx.AsyncClient, texts: list[str], scheduled: float) -> None:
         nonlocal errors
-        try:
-            res = await http.post(base + "/v1/embeddings", json={"model": "m", "input": texts}, timeout=60)
-            ok = res.status_code == 200
-        except httpx.HTTPError:
-            ok = False
-        if ok:
-            latencies.append(time.perf_counter() - scheduled)
-        else:
-            errors += 1
+        errors += not await _timed_post(http, base, texts, scheduled, latencies)
 
     start = time.perf_counter()
     tasks = []
