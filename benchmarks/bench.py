@@ -377,10 +377,10 @@ def main(argv: list[str] | None = None) -> int:
         floor = floor_session(t)
         rows_of = {texts[0]: L for L, texts in by_len.items()}  # batch 1: rows = tokens
         results["latency"][str(t)] = bm.latency_table(
-            variants | {FLOOR: lambda texts, bs: floor(rows_of[texts[0]])}, by_len, args.latency_rounds)
+            variants | {FLOOR: lambda texts, bs, f=floor, rows=rows_of: f(rows[texts[0]])}, by_len, args.latency_rounds)
         print("latency done", flush=True)
         calls = {n: (lambda fn=fn: fn(fixed32, 32)) for n, fn in variants.items()}
-        calls[FLOOR] = lambda: floor(32 * 32)
+        calls[FLOOR] = lambda f=floor: f(32 * 32)
         fixed = bm.interleaved(calls, rounds=5, settle=1, per_round=2)
         results["fixed"][str(t)] = {n: 32 / bm.stats(v)["median"] for n, v in fixed.items()}
         print("fixed done", flush=True)

@@ -43,7 +43,7 @@ def run_eval_sts(
         name = f"ONNX {embedder.manifest.quantization_mode}"
         if name in columns:
             name = f"{name} ({Path(folder).name})"
-        vectors = encode_with_progress(lambda t: embedder.encode(t, batch_size=batch_size), sentences, name)
+        vectors = encode_with_progress(lambda t, e=embedder: e.encode(t, batch_size=batch_size), sentences, name)
         columns[name] = sts.score_tasks(tasks, sts.vector_map(sentences, vectors))
     table = sts.markdown_table(columns, reference="torch fp32" if reference else None)
     print(table)
