@@ -150,10 +150,18 @@ class Embedder:
         ``normalize=True`` L2-normalises (a model exported with a Normalize module always is).
         ``prompt`` is prepended to every text; by default the model's default prompt is.
         """
+        items, single = as_text_list(texts)
+        out = self.encode_tokens(self._tokenize(items, prompt, prompt_name), batch_size, normalize)
+        return out[0] if single else out
+
+    def encode_tokens(self, seqs: list[list[int]], batch_size: int = 32, normalize: bool = False) -> np.ndarray:
+        """Embed texts already tokenized by ``tokenize`` (prompt applied there): [n, dim] float32.
+
+        For callers that need the ids first (the server counts tokens to form batches) and should
+        not tokenize twice.
+        """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-        items, single = as_text_list(texts)
-        seqs = self._tokenize(items, prompt, prompt_name)
         out = np.empty((len(seqs), self.dim), dtype=np.float32)
         if seqs:
             lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
@@ -172,7 +180,7 @@ class Embedder:
             if normalize or self.manifest.normalize:
                 norms = np.linalg.norm(out, axis=1, keepdims=True)
                 out /= np.maximum(norms, 1e-12)
-        return out[0] if single else out
+        return out
 
     def __repr__(self) -> str:
         return f"Embedder({str(self.path)!r}, dim={self.dim}, max_seq_length={self.max_seq_length})"

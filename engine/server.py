@@ -63,10 +63,13 @@ class ApiError(Exception):
 
 @dataclass
 class _Job:
-    texts: list[str]
-    tokens: int
+    seqs: list[list[int]]  # token ids, from the request handler (tokenized once)
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def tokens(self) -> int:
+        return sum(map(len, self.seqs))
 
 
 class Batcher:
@@ -89,14 +92,14 @@ class Batcher:
             self.task.cancel()
         self.pool.shutdown(wait=True)
 
-    async def submit(self, texts: list[str], tokens: int) -> np.ndarray:
-        if self.pending_inputs + len(texts) > self.config.max_queue_inputs:
+    async def submit(self, seqs: list[list[int]]) -> np.ndarray:
+        if self.pending_inputs + len(seqs) > self.config.max_queue_inputs:
             self.metrics.inc("mstsb_rejected_total", reason="queue_full")
             raise ApiError(503, f"server busy: {self.pending_inputs} inputs queued (limit "
                                 f"{self.config.max_queue_inputs}); retry shortly", "queue_full",
                            headers={"Retry-After": "1"})
-        job = _Job(texts, tokens, asyncio.get_running_loop().create_future())
-        self.pending_inputs += len(texts)
+        job = _Job(seqs, asyncio.get_running_loop().create_future())
+        self.pending_inputs += len(seqs)
         self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
         await self.queue.put(job)
         try:
@@ -128,10 +131,10 @@ class Batcher:
             loop.create_task(self._run(batch))
 
     async def _run(self, batch: list[_Job]) -> None:
-        texts = [t for job in batch for t in job.texts]
+        seqs = [ids for job in batch for ids in job.seqs]
         start = time.perf_counter()
         try:
-            vectors = await asyncio.get_running_loop().run_in_executor(self.pool, self.embedder.encode, texts)
+            vectors = await asyncio.get_running_loop().run_in_executor(self.pool, self.embedder.encode_tokens, seqs)
         except Exception as e:  # report to every waiting request rather than kill the batcher
             for job in batch:
                 if not job.future.done():
@@ -139,20 +142,20 @@ class Batcher:
             vectors = None
         finally:
             self.slots.release()
-            self.pending_inputs -= len(texts)
+            self.pending_inputs -= len(seqs)
             self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
-        self.metrics.observe("mstsb_batch_inputs", len(texts))
+        self.metrics.observe("mstsb_batch_inputs", len(seqs))
         self.metrics.observe("mstsb_batch_seconds", time.perf_counter() - start)
         if vectors is None:
             return
         at = 0
         for job in batch:
             if not job.future.done():
-                job.future.set_result(vectors[at : at + len(job.texts)])
-            at += len(job.texts)
+                job.future.set_result(vectors[at : at + len(job.seqs)])
+            at += len(job.seqs)
 
 
-def parse_request(raw: bytes, config: ServeConfig, dim: int) -> tuple[list[str], str]:
+def parse_request(raw: bytes | bytearray, config: ServeConfig, dim: int) -> tuple[list[str], str]:
     """Validate an embeddings request body; returns (texts, encoding_format)."""
     try:
         text = raw.decode("utf-8")
@@ -258,15 +261,16 @@ def create_app(config: ServeConfig, embedder: Any = None):
             if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
                 raise ApiError(413, f"request body is {declared} bytes; the limit is {config.max_body_bytes}",
                                "body_too_large")
-            raw = b""
+            raw = bytearray()  # appending to bytes would copy the whole body per chunk
             async for chunk in request.stream():
                 raw += chunk
                 if len(raw) > config.max_body_bytes:
                     raise ApiError(413, f"request body exceeds {config.max_body_bytes} bytes", "body_too_large")
             emb = state["embedder"]
             texts, fmt = parse_request(raw, config, emb.dim)
-            tokens = sum(map(len, emb.tokenize(texts)))
-            vectors = await batcher.submit(texts, tokens)
+            seqs = emb.tokenize(texts)
+            tokens = sum(map(len, seqs))
+            vectors = await batcher.submit(seqs)
             metrics.inc("mstsb_inputs_total", value=len(texts))
             metrics.inc("mstsb_tokens_total", value=tokens)
             return JSONResponse({

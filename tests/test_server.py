@@ -171,14 +171,14 @@ def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
     class Slow:
         dim = 4
 
-        def encode(self, texts):
+        def encode_tokens(self, seqs):
             time.sleep(0.3)
-            return np.zeros((len(texts), 4), np.float32)
+            return np.zeros((len(seqs), 4), np.float32)
 
     async def scenario() -> list[object]:
         batcher = Batcher(Slow(), ServeConfig(model_dir="-", workers=1, max_queue_inputs=2, max_wait_ms=1), Metrics())
         batcher.start()
-        results = await asyncio.gather(*(batcher.submit(["x"], 1) for _ in range(5)), return_exceptions=True)
+        results = await asyncio.gather(*(batcher.submit([[5]]) for _ in range(5)), return_exceptions=True)
         await batcher.stop()
         return results
 
