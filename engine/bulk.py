@@ -31,7 +31,17 @@ class EmbedStats:
 
 def chunks(rows: Iterable[Row | BadRow], size: int, on_error: str, stats: EmbedStats,
            log: TextIO) -> Iterator[list[Row]]:
-    """Good rows in chunks of ``size``; bad rows reported and skipped, or raised."""
+    """Good rows in chunks of ``size``; bad rows reported and skipped, or raised.
+
+    ``on_error`` is checked here, at the call, so every caller (with or without Ray) gets it.
+    """
+    if on_error not in ON_ERROR:
+        raise InputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    return _chunks(rows, size, on_error, stats, log)
+
+
+def _chunks(rows: Iterable[Row | BadRow], size: int, on_error: str, stats: EmbedStats,
+            log: TextIO) -> Iterator[list[Row]]:
     chunk: list[Row] = []
     for row in rows:
         if isinstance(row, BadRow):
@@ -51,14 +61,13 @@ def chunks(rows: Iterable[Row | BadRow], size: int, on_error: str, stats: EmbedS
 def embed_file(embedder: Embedder, source: str, output: Path, fmt: str | None = None, field: str = "text",
                on_error: str = "fail", chunk_size: int = 4096, batch_size: int = 32, normalize: bool = False,
                log: TextIO | None = None) -> EmbedStats:
-    if on_error not in ON_ERROR:
-        raise InputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     log = log or sys.stderr
     stats = EmbedStats()
+    rows = chunks(read_rows(source, fmt, field), chunk_size, on_error, stats, log)
     sink = open_sink(output, embedder.dim)
     bar = Progress(0, "embedding", stream=log)
     try:
-        for chunk in chunks(read_rows(source, fmt, field), chunk_size, on_error, stats, log):
+        for chunk in rows:
             texts = [r.text for r in chunk]
             sink.write([r.id for r in chunk], texts, embedder.encode(texts, batch_size=batch_size, normalize=normalize))
             stats.rows += len(chunk)

@@ -85,9 +85,10 @@ def embed_file_ray(model_dir: str, source: str, output: Path, fmt: str | None = 
     from mstsb_onnx.manifest import read_manifest
 
     stats = EmbedStats()
+    rows = chunks(read_rows(source, fmt, field), chunk_size, on_error, stats, sys.stderr)
     sink = open_sink(output, read_manifest(Path(model_dir)).dim)
     try:
-        for chunk in chunks(read_rows(source, fmt, field), chunk_size, on_error, stats, sys.stderr):
+        for chunk in rows:
             ds = ray.data.from_items([{"id": r.id, "text": r.text} for r in chunk])
             ds = embed_dataset(ds, model_dir, "text", workers=workers, threads_per_worker=threads_per_worker,
                                batch_size=batch_size, normalize=normalize)
