@@ -191,8 +191,7 @@ def export_model(
             smooth = smooth_graph(work / "fp32.onnx", work / "smooth.onnx",
                                   _calibration_feeds(tmp / TOKENIZER_FILE, src, pad_id), alpha=SMOOTH_ALPHA,
                                   outliers=OUTLIER_CHANNELS)
-            q = quantize_int8(work / "smooth.onnx", work / "int8.onnx", DEFAULT_QUANT)
-            _ship(work / "int8.onnx", tmp)
+            q = quantize_int8(work / "smooth.onnx", tmp / MODEL_FILE, DEFAULT_QUANT)
             quant = {"mode": "int8", **DEFAULT_QUANT.to_dict(), "smoothing": smooth, **q}
             manifest = _manifest(src, tmp, info, quant, pad_id)
             _write_manifest(tmp, manifest)

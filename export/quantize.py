@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mstsb_onnx.export.layout import write_model
+
 
 @dataclass(frozen=True)
 class QuantConfig:
@@ -99,14 +101,14 @@ def _matching_nodes(path: Path, patterns: tuple[str, ...]) -> list[str]:
 
 
 def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig) -> dict:
-    """Write the int8 model; returns what was done (for the manifest)."""
+    """Write the int8 model in the shipped layout (``layout.write_model``); returns what was done."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     report: dict = {}
     excluded = _matching_nodes(in_path, config.exclude)
     report["excluded_nodes"] = len(excluded)
-    tmp = out_path.with_suffix(".matmul.onnx")
+    tmp = in_path.with_name(in_path.stem + ".matmul.onnx")  # beside the input, not in the shipped folder
     quantize_dynamic(
         str(in_path), str(tmp), per_channel=config.per_channel, reduce_range=config.reduce_range,
         weight_type=QuantType.QInt8, op_types_to_quantize=list(config.op_types), nodes_to_exclude=excluded,
@@ -120,5 +122,5 @@ def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig) -> dict:
     elif config.embedding != "fp32":
         raise ValueError(f"unknown embedding quantization {config.embedding!r}")
     report["quantized_nodes"] = sum(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in model.graph.node)
-    onnx.save(model, str(out_path))
+    write_model(model, out_path)  # the shipped layout directly: no extra save and reload of the weights
     return report

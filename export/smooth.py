@@ -120,7 +120,7 @@ def _column_split_path(up, chain: list, split: np.ndarray, keep: np.ndarray, ini
 
     channels = inits[up.input[1]].dims[1]
     rename: dict[str, str] = {}
-    sliced: dict[str, str] = {}
+    sliced: dict[str, tuple[str, str]] = {}
     new_inits = []
 
     def sliced_pair(name: str) -> tuple[str, str]:
