@@ -187,19 +187,21 @@ def peak_rss(variant: str, models_dir: Path, threads: int, texts: list[str]) -> 
         f"p = bench.paths_only({str(models_dir)!r}); "
         f"enc = bench.make_variant({variant!r}, p, {threads}); "
         f"texts = json.loads(open({str(texts_file)!r}, encoding='utf-8').read()); [enc(texts, 32) for _ in range(3)]; "
-        "print(json.dumps(bench.vm_hwm_mib()))"
+        "print(json.dumps(bench.proc_status_mib('VmHWM')))"
     )
     res = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                          cwd=HERE.parent)
     return float(res.stdout.strip().splitlines()[-1])
 
 
-def vm_hwm_mib() -> float:
-    """Peak RSS of this process. Not ru_maxrss: Linux carries that over fork+exec from the parent."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+def proc_status_mib(field: str, pid: int | str = "self") -> float:
+    """A memory line of /proc/PID/status in MiB: VmRSS (now) or VmHWM (peak; not ru_maxrss,
+    which Linux carries over fork+exec from the parent)."""
+    status = Path(f"/proc/{pid}/status")
+    for line in status.read_text().splitlines():
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise OSError("no VmHWM in /proc/self/status")
+    raise OSError(f"no {field} in {status}")
 
 
 def paths_only(models_dir: str) -> dict[str, Path]:

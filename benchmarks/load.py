@@ -28,20 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench import RESULTS, load_sample, paths_only
+from benchmarks.bench import RESULTS, load_sample, paths_only, proc_status_mib
 
 
 def _port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def start_server(model: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
@@ -206,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def sample() -> None:
             while not stop.is_set():
-                rss.append(round(_rss_mib(proc.pid), 1))
+                rss.append(round(proc_status_mib("VmRSS", proc.pid), 1))
                 stop.wait(5)
 
         sampler = threading.Thread(target=sample)
