@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--workers", type=int, default=2, help="Ray actors, one onnxruntime session each (default 2)")
     m.set_defaults(func=cmd_embed)
 
+    from mstsb_onnx.server import ServeConfig  # light: starlette/uvicorn load only when serving
+
     v = sub.add_parser("serve", help="OpenAI-compatible embedding server (needs the 'serve' extra)",
                        description="POST /v1/embeddings (OpenAI-compatible), GET /health, GET /metrics. Concurrent "
                                    "requests are micro-batched; WORKERS threads share one onnxruntime session.")
@@ -188,15 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--host", default="127.0.0.1")
     v.add_argument("--port", type=int, default=8080)
     v.add_argument("--model-name", help="the 'model' reported in responses (default: the folder name)")
-    v.add_argument("--workers", type=int, default=0, help="concurrent batches (default: available cores / threads)")
-    v.add_argument("--threads-per-worker", type=int, default=1, help="onnxruntime threads per batch (default 1)")
-    v.add_argument("--max-wait-ms", type=float, default=5.0, help="longest a request waits for company (default 5)")
-    v.add_argument("--max-batch-tokens", type=int, default=4096, help="tokens merged into one batch (default 4096)")
-    v.add_argument("--max-queue", type=int, default=4096, help="texts queued before answering 503 (default 4096)")
-    v.add_argument("--max-inputs", type=int, default=2048, help="texts per request (default 2048)")
-    v.add_argument("--max-chars", type=int, default=20000, help="characters per text (default 20000)")
-    v.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="request body limit (default 8 MiB)")
-    v.add_argument("--timeout", type=float, default=30.0, help="seconds a request may wait before 503 (default 30)")
+    d = ServeConfig(model_dir="")  # the defaults live in one place: the server's config
+    v.add_argument("--workers", type=int, default=d.workers, help="concurrent batches (default: available cores / threads)")
+    v.add_argument("--threads-per-worker", type=int, default=d.threads_per_worker,
+                   help=f"onnxruntime threads per batch (default {d.threads_per_worker})")
+    v.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+                   help=f"longest a request waits for company (default {d.max_wait_ms:g})")
+    v.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens,
+                   help=f"tokens merged into one batch; 1 turns batching off (default {d.max_batch_tokens})")
+    v.add_argument("--max-queue", type=int, default=d.max_queue_inputs,
+                   help=f"texts queued before answering 503 (default {d.max_queue_inputs})")
+    v.add_argument("--max-inputs", type=int, default=d.max_inputs, help=f"texts per request (default {d.max_inputs})")
+    v.add_argument("--max-chars", type=int, default=d.max_chars, help=f"characters per text (default {d.max_chars})")
+    v.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+                   help=f"request body limit in bytes (default {d.max_body_bytes} = {d.max_body_bytes / 2**20:g} MiB)")
+    v.add_argument("--timeout", type=float, default=d.timeout_s,
+                   help=f"seconds a request may wait before 503 (default {d.timeout_s:g})")
     v.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bench", help="time an exported folder (and optionally torch) on this machine",
