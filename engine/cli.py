@@ -41,7 +41,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from mstsb_onnx.export import export_model
 
     export_model(args.source, args.output, quantize=args.quantize, revision=args.revision,
-                 max_seq_length=args.max_seq_length, force=args.force, threads=args.threads)
+                 max_seq_length=args.max_seq_length, force=args.force, threads=args.threads,
+                 int8_recipe=args.int8_recipe)
     return 0
 
 
@@ -138,6 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-seq-length", type=int, help="override the source's max_seq_length (default: its own, or 128)")
     e.add_argument("--force", action="store_true", help="replace an existing output folder")
     e.add_argument("--threads", type=int, help="threads for the parity runs (default: available cores)")
+    # Choices are checked by export_model: importing the export package here would break the slim CLI.
+    e.add_argument("--int8-recipe", default="auto", metavar="NAME",
+                   help="auto (default): the fast recipe, and if it fails parity the accurate one "
+                        "(down-projections kept fp32); or one by name: smooth-outliers, fp32-down")
     e.set_defaults(func=cmd_export)
 
     c = sub.add_parser("check", help="compare an exported folder with the torch reference",

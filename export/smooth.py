@@ -17,20 +17,30 @@ It rewrites an fp32 graph into an fp32 graph; quantization is ``quantize.py``'s 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 
-def _target_groups(model, patterns: tuple[str, ...]) -> dict[str, list]:
-    """Activation tensor name -> MatMul nodes with a constant 2-D weight that consume it."""
+def _linear_nodes(model) -> Iterator[tuple[object, list[int]]]:
+    """MatMul nodes with a constant 2-D weight, with that weight's [K, N]."""
     inits = {i.name: i for i in model.graph.initializer}
-    groups: dict[str, list] = {}
     for node in model.graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in inits or len(inits[node.input[1]].dims) != 2:
-            continue
-        if any(re.search(p, node.name) for p in patterns):
+        if node.op_type == "MatMul" and node.input[1] in inits and len(inits[node.input[1]].dims) == 2:
+            yield node, list(inits[node.input[1]].dims)
+
+
+def down_projections(model) -> list[str]:
+    """Names of the linear layers that shrink their input (K > N): the feed-forward outputs."""
+    return [node.name for node, (k, n) in _linear_nodes(model) if k > n]
+
+
+def _target_groups(model, patterns: tuple[str, ...], skip: Collection[str] = ()) -> dict[str, list]:
+    """Activation tensor name -> MatMul nodes with a constant 2-D weight that consume it."""
+    groups: dict[str, list] = {}
+    for node, _ in _linear_nodes(model):
+        if node.name not in skip and any(re.search(p, node.name) for p in patterns):
             groups.setdefault(node.input[0], []).append(node)
     return groups
 
@@ -179,6 +189,7 @@ def smooth_graph(
     alpha: float = 0.5,
     patterns: tuple[str, ...] = (r"MatMul$",),
     outliers: int = 0,
+    skip: Collection[str] = (),
 ) -> dict:
     """Write the smoothed fp32 graph; returns what was done (for the manifest).
 
@@ -190,13 +201,14 @@ def smooth_graph(
     projection's columns on a side path and the int8 MatMul loses those rows; otherwise they are
     gathered from the activation and the int8 MatMul sees zeros there.
     Measured on the stand-in: splitting every MatMul instead gained little accuracy and cost 25%
-    of the speed; see README "Export recipe".
+    of the speed; see README "Export recipe". MatMuls named in ``skip`` (to stay fp32) are left
+    as they are.
     """
     import onnx
     from onnx import helper, numpy_helper
 
     model = onnx.load(str(in_path))
-    groups = _target_groups(model, patterns)
+    groups = _target_groups(model, patterns, skip)
     amax = _channel_maxima(model, list(groups), calibration_feeds)
     inits = {i.name: i for i in model.graph.initializer}
     post_adds: list[tuple[str, object]] = []

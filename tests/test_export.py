@@ -145,6 +145,65 @@ def test_failed_parity_leaves_nothing(tiny_src: Path, tmp_path: Path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+def _down_projections(folder: Path) -> tuple[int, int]:
+    """(fp32 MatMuls, int8 MatMulIntegers) whose constant weight shrinks (K > N) in a shipped graph."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(folder / "model.onnx")).graph
+    shapes = {i.name: numpy_helper.to_array(i).shape for i in graph.initializer}
+
+    def shrinks(node) -> bool:
+        shape = shapes.get(node.input[1], ())
+        return len(shape) == 2 and shape[0] > shape[1] and "outlier" not in node.name
+
+    return (sum(n.op_type == "MatMul" and shrinks(n) for n in graph.node),
+            sum(n.op_type == "MatMulInteger" and shrinks(n) for n in graph.node))
+
+
+def test_int8_falls_back_to_the_accurate_recipe(tiny_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = parity.check_against
+    injected = "int8 min cosine vs torch is 0.50000 (group en), below 0.99 [injected]"
+    int8_checks: list[bool] = []
+
+    def first_int8_check_fails(*args, quantized: bool, **kwargs):
+        reports, failures = real(*args, quantized=quantized, **kwargs)
+        if quantized:
+            int8_checks.append(True)
+            if len(int8_checks) == 1:
+                failures = [*failures, injected]
+        return reports, failures
+
+    monkeypatch.setattr(parity, "check_against", first_int8_check_fails)
+    out = export_model(str(tiny_src), tmp_path / "out", log=_quiet).path
+    q = _manifest(out)["quantization"]
+    assert len(int8_checks) == 2
+    assert q["recipe"]["name"] == "fp32-down"
+    assert q["rejected_recipes"] == [{"recipe": "smooth-outliers", "failures": [injected]}]
+    assert _down_projections(out) == (2, 0)  # the tiny model's 2 layers: fp32, and none int8
+    assert Embedder(out).encode(["hello world"]).shape == (1, 32)
+
+
+def test_default_recipe_quantizes_down_projections(tiny_int8: Path) -> None:
+    q = _manifest(tiny_int8)["quantization"]
+    assert q["recipe"]["name"] == "smooth-outliers" and q["rejected_recipes"] == []
+    assert _down_projections(tiny_int8) == (0, 2)
+
+
+def test_every_recipe_failing_is_an_error_that_says_what_to_do(
+    tiny_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parity, "INT8_MIN_COSINE", 1.1)  # no int8 model can pass
+    with pytest.raises(ParityError, match=r"every recipe tried \(smooth-outliers: .*; fp32-down: .*--quantize none"):
+        export_model(str(tiny_src), tmp_path / "out", log=_quiet)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_recipe_is_refused(tiny_src: Path, tmp_path: Path) -> None:
+    with pytest.raises(ExportError, match="--int8-recipe must be one of"):
+        export_model(str(tiny_src), tmp_path / "out", int8_recipe="fastest", log=_quiet)
+
+
 def test_interrupted_export_leaves_nothing(tiny_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from mstsb_onnx.export import pipeline
 
