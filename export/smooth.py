@@ -222,29 +222,27 @@ def smooth_graph(
     new_nodes: dict[str, list] = {}
     column_splits: list[tuple[str, object, list, np.ndarray, np.ndarray]] = []
     ratios = []
-    unsmoothed = 0
     for act, nodes in groups.items():
         weights = {n.input[1]: numpy_helper.to_array(inits[n.input[1]]) for n in nodes}
         wmax = np.max([np.abs(w).max(axis=1) for w in weights.values()], axis=0)
-        s = np.power(np.maximum(amax[act], 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1 - alpha)
-        s = np.clip(s, 1e-4, 1e4).astype(np.float32)
         ratios.append(float(amax[act].max() / max(np.median(amax[act]), 1e-9)))
-        inv = (1.0 / s).astype(np.float32)
         # Channels that hurt int8 most: large activations times large weights.
         wants_split = outliers and all(w.shape[0] > w.shape[1] for w in weights.values())
         k = min(outliers, len(wmax) // 8)  # never more than an eighth of the channels
         split = np.sort(np.argsort(amax[act] * wmax)[::-1][:k]) if wants_split else np.zeros(0, np.int64)
-        keep = np.setdiff1d(np.arange(len(s)), split)
+        keep = np.setdiff1d(np.arange(len(wmax)), split)
         # Preferred: recompute the outlier channels from the up-projection's columns, so the int8
         # path never holds them (a Gather along the last axis cost 0.7 ms per layer at 32x32).
-        chain = _elementwise_chain(model, act, len(s), inits) if len(split) else None
+        chain = _elementwise_chain(model, act, len(wmax), inits) if len(split) else None
         if len(split):
             # Once the outlier channels go to fp32, smoothing the rest only moves error into the
             # down-projection's weight rows (stand-in STS: -0.18 smoothed, -0.05 not; min cosine
             # 0.99846 vs 0.99922). The Gather fallback still needs its Mul: zeros at ``split``.
-            s = np.ones_like(s)
-            inv = np.ones_like(inv)
-            unsmoothed += 1
+            s = np.ones(len(wmax), dtype=np.float32)
+        else:
+            s = np.power(np.maximum(amax[act], 1e-5), alpha) / np.power(np.maximum(wmax, 1e-5), 1 - alpha)
+            s = np.clip(s, 1e-4, 1e4).astype(np.float32)
+        inv = (1.0 / s).astype(np.float32)
         inv[split] = 0.0
         for name, w in weights.items():
             scaled = (w * s[:, None]).astype(np.float32)
@@ -303,9 +301,8 @@ def smooth_graph(
         "alpha": alpha,
         "patterns": list(patterns),
         "groups": len(groups),
-        "groups_split_not_smoothed": unsmoothed,
         "outlier_channels_fp32": outliers,
-        "outlier_split_on": "down-projections (K > N)",
+        "outlier_split_on": "down-projections (K > N), which are then not smoothed",
         "outlier_paths": {"up-projection columns": len(column_splits), "gather": sum(
             1 for a, ns in groups.items() if a in new_nodes and any(n.op_type == "Gather" for n in new_nodes[a]))},
         "max_outlier_ratio": round(max(ratios), 1) if ratios else None,
