@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import sys
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from types import FrameType
 
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
@@ -83,7 +86,26 @@ def make_session(
     threads: int | None = None,
     providers: Sequence[str] | None = None,
     spin: bool = True,
+    entering: threading.Event | None = None,
 ) -> ort.InferenceSession:
+    """A CPU session with ``session_options``.
+
+    ``entering`` is set once onnxruntime is inside ``initialize_session`` (graph optimisation and
+    weight pre-packing, ~75% of creation), which runs without the GIL; it is set on return or
+    error too. See ``Embedder`` for why a caller waits for it.
+    """
+    if entering is None:
+        return _create(model_path, threads, providers, spin)
+    previous = sys.getprofile()
+    sys.setprofile(_signal_on_initialize(entering))  # this thread only
+    try:
+        return _create(model_path, threads, providers, spin)
+    finally:
+        sys.setprofile(previous)
+        entering.set()
+
+
+def _create(model_path: Path, threads: int | None, providers: Sequence[str] | None, spin: bool) -> ort.InferenceSession:
     providers = list(providers) if providers else ["CPUExecutionProvider"]
     unknown = [p for p in providers if p not in ort.get_available_providers()]
     if unknown:
@@ -98,3 +120,15 @@ def make_session(
         )
     except (Fail, InvalidGraph, InvalidProtobuf, NoSuchFile) as e:
         raise ModelFolderError(f"onnxruntime could not load {model_path}: {e}") from e
+
+
+def _signal_on_initialize(entering: threading.Event) -> Callable[[FrameType, str, object], None]:
+    # onnxruntime creates a session in two GIL-free C++ calls (load, then initialize_session)
+    # joined by Python glue. Work that holds the GIL, started before the second call, stalls the
+    # glue and so the whole session. If a future onnxruntime renames the call, ``entering`` is
+    # still set when creation ends: the overlap is lost, nothing breaks.
+    def hook(frame: FrameType, event: str, arg: object) -> None:
+        if event == "c_call" and getattr(arg, "__name__", "") == "initialize_session":
+            entering.set()
+
+    return hook

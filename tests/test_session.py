@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
+import traceback
 from pathlib import Path
 
 import pytest
 
 from mstsb_onnx import session
+from mstsb_onnx.errors import ModelFolderError
 
 
 def test_affinity_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -68,3 +72,47 @@ def test_skip_layer_norm_fusion_is_off(tiny_int8: Path, tmp_path: Path, monkeypa
     ops = {n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx"), load_external_data=False).graph.node}
     assert ("SkipLayerNormalization" in ops) is fused
     assert "LayerNormalization" in ops
+
+
+class _RecordingEvent(threading.Event):
+    """Remembers the call stack of the first ``set``."""
+
+    first_stack: list[str] | None = None
+
+    def set(self) -> None:
+        if self.first_stack is None:
+            self.first_stack = [f.name for f in traceback.extract_stack()]
+        super().set()
+
+
+def test_entering_fires_inside_initialize_session(tiny_int8: Path) -> None:
+    # Embedder's cold-start overlap relies on this: the event fires while onnxruntime's Python glue
+    # is calling its long GIL-free step, not only when creation has ended. A rename in a future
+    # onnxruntime fails here (the overlap would be lost, nothing else).
+    entering = _RecordingEvent()
+    before = sys.getprofile()
+    made = session.make_session(tiny_int8 / "model.onnx", threads=1, entering=entering)
+    assert made.get_inputs()
+    assert entering.first_stack is not None and "_create_inference_session" in entering.first_stack
+    assert sys.getprofile() is before
+
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"providers": ["NoSuchExecutionProvider"]}, ValueError),
+    ({"threads": 0}, ValueError),
+    ({"model": "missing.onnx"}, ModelFolderError),
+], ids=["bad-provider", "bad-threads", "bad-file"])
+def test_entering_is_set_on_errors(tiny_int8: Path, tmp_path: Path, kwargs: dict, error: type) -> None:
+    # Embedder waits for the event before parsing the tokenizer: an error must not leave it unset.
+    entering = threading.Event()
+    path = tmp_path / kwargs.pop("model") if "model" in kwargs else tiny_int8 / "model.onnx"
+    with pytest.raises(error):
+        session.make_session(path, entering=entering, **kwargs)
+    assert entering.is_set()
+
+
+def test_embedder_reports_bad_threads(tiny_int8: Path) -> None:
+    from mstsb_onnx import Embedder
+
+    with pytest.raises(ValueError, match="threads"):
+        Embedder(tiny_int8, threads=-1)
