@@ -42,7 +42,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     export_model(args.source, args.output, quantize=args.quantize, revision=args.revision,
                  max_seq_length=args.max_seq_length, force=args.force, threads=args.threads,
-                 int8_recipe=args.int8_recipe)
+                 int8_recipe=args.int8_recipe, layout=args.layout)
     return 0
 
 
@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--int8-recipe", default="auto", metavar="NAME",
                    help="auto (default): the fast recipe, and if it fails parity the accurate one "
                         "(down-projections kept fp32); or one by name: smooth-outliers, fp32-down")
+    e.add_argument("--layout", choices=["auto", "sequence-first", "batch-first"], default="auto",
+                   help="activation layout traced into the graph: auto (default) is sequence-first for "
+                        "BERT-family encoders (fewer transposes in attention), else batch-first")
     e.set_defaults(func=cmd_export)
 
     c = sub.add_parser("check", help="compare an exported folder with the torch reference",

@@ -4,7 +4,9 @@ Inputs ``input_ids`` and ``attention_mask`` (int64, [batch, sequence], both axes
 ``sentence_embedding`` [batch, dim]. Pooling happens in the graph, as the card computes it
 (mask-weighted mean with the denominator clamped at 1e-9). Uses the legacy TorchScript exporter
 (``dynamo=False``) with eager attention: measured here, it is the only path whose graph
-onnxruntime fuses into Attention nodes, and it needs no onnxscript.
+onnxruntime fuses into Attention nodes, and it needs no onnxscript. BERT-family encoders are
+traced in sequence-first layout (``seqfirst.py``: fewer transposes), anything else as
+transformers runs it; ``layout`` picks one explicitly.
 
 It does not smooth or quantize (``smooth.py``, ``quantize.py``).
 """
@@ -13,13 +15,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mstsb_onnx.export import seqfirst
 from mstsb_onnx.export.deps import require
+from mstsb_onnx.errors import ExportError
 from mstsb_onnx.export.reference import pool
 from mstsb_onnx.export.source import SourceModel
 
 OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "sentence_embedding"
+LAYOUTS = ("auto", "sequence-first", "batch-first")
 
 
 def load_encoder(src: SourceModel):
@@ -30,12 +35,20 @@ def load_encoder(src: SourceModel):
     return model.eval()
 
 
-def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET) -> dict[str, int]:
-    """Write the fp32 graph to ``out_path``; returns hidden size and vocab size."""
+def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: str = "auto") -> dict:
+    """Write the fp32 graph to ``out_path``; returns hidden size, heads, vocab size, pad id, layout."""
     require()
     import torch
 
     encoder = load_encoder(src)
+    if layout not in LAYOUTS:
+        raise ExportError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    if layout == "auto":
+        layout = "sequence-first" if seqfirst.supports(encoder) else "batch-first"
+    elif layout == "sequence-first" and not seqfirst.supports(encoder):
+        raise ExportError(f"{type(encoder).__name__} is not a BERT-family encoder with absolute positions; "
+                          "the sequence-first layout does not apply (use --layout auto or batch-first)")
+    tokens_first = layout == "sequence-first"
 
     class PooledEncoder(torch.nn.Module):
         def __init__(self) -> None:
@@ -43,7 +56,10 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET) -> dict[st
             self.encoder = encoder
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
+            if tokens_first:
+                hidden = seqfirst.encode(self.encoder, input_ids, attention_mask)
+            else:
+                hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
             emb = pool(hidden, attention_mask, src.pooling)
             if src.normalize:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
@@ -75,4 +91,5 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET) -> dict[st
         "num_attention_heads": int(cfg.num_attention_heads),
         "vocab_size": int(cfg.vocab_size),
         "pad_token_id": int(cfg.pad_token_id),
+        "layout": layout,
     }

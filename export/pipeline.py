@@ -27,7 +27,7 @@ from mstsb_onnx.embedder import MODEL_FILE, TOKENIZER_FILE, Embedder
 from mstsb_onnx.errors import ExportError, ParityError
 from mstsb_onnx.export import parity
 from mstsb_onnx.export.deps import require
-from mstsb_onnx.export.graph import INPUT_NAMES, OPSET, OUTPUT_NAME, export_fp32
+from mstsb_onnx.export.graph import INPUT_NAMES, LAYOUTS, OPSET, OUTPUT_NAME, export_fp32
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.export.probes import probe_set
 from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
@@ -120,7 +120,8 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
         "prompts": src.prompts,
         "default_prompt_name": src.default_prompt_name,
         "pad_token_id": pad_id,
-        "onnx": {"opset": OPSET, "inputs": INPUT_NAMES, "output": OUTPUT_NAME, "exporter": "torch.onnx (dynamo=False)"},
+        "onnx": {"opset": OPSET, "inputs": INPUT_NAMES, "output": OUTPUT_NAME, "exporter": "torch.onnx (dynamo=False)",
+                 "layout": info["layout"]},
         "quantization": quant,
         "versions": _versions(),
         "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_NAME},
@@ -180,17 +181,21 @@ def export_model(
     force: bool = False,
     threads: int | None = None,
     int8_recipe: str = "auto",
+    layout: str = "auto",
     log: Log = print,
 ) -> ExportResult:
     """Export ``source`` (hub id or folder) to ``output``; raises ``ParityError`` if parity fails.
 
     ``int8_recipe="auto"`` tries ``RECIPES`` in order and ships the first that passes parity
     (the manifest records which, and why earlier ones were rejected); a recipe's name tries only it.
+    ``layout`` is the activation layout traced into the graph (``graph.LAYOUTS``).
     """
     if quantize not in QUANTIZE_MODES:
         raise ExportError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
     if int8_recipe not in RECIPE_CHOICES:
         raise ExportError(f"--int8-recipe must be one of {RECIPE_CHOICES}, got {int8_recipe!r}")
+    if layout not in LAYOUTS:
+        raise ExportError(f"--layout must be one of {LAYOUTS}, got {layout!r}")
     require()
     from transformers.utils import logging as hf_logging
 
@@ -208,7 +213,7 @@ def export_model(
         work = tmp / "work"
         work.mkdir()
         log("exporting the fp32 graph (torch.onnx, encoder + pooling)...")
-        info = export_fp32(src, work / "fp32.onnx")
+        info = export_fp32(src, work / "fp32.onnx", layout=layout)
         reference_tok, pad_id = _write_tokenizer(src, tmp)
         reference, references = _references(src, threads)
 
