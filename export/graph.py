@@ -43,11 +43,17 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
     encoder = load_encoder(src)
     if layout not in LAYOUTS:
         raise ExportError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    # A dummy batch with padding, so the traced graph is the padded-batch path; ids valid for any vocab.
+    pad = encoder.config.pad_token_id or 0
+    ids = torch.tensor([[3, 4, 5, 6, 7], [3, 4, 5, pad, pad]], dtype=torch.long) % encoder.config.vocab_size
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.long)
+    fits = layout != "batch-first" and seqfirst.supports(encoder) and seqfirst.agrees(encoder, ids, mask)
+    if layout == "sequence-first" and not fits:
+        raise ExportError(f"{type(encoder).__name__} is not a BERT-family encoder with absolute positions whose "
+                          "sequence-first forward matches its own; the sequence-first layout does not apply "
+                          "(use --layout auto or batch-first)")
     if layout == "auto":
-        layout = "sequence-first" if seqfirst.supports(encoder) else "batch-first"
-    elif layout == "sequence-first" and not seqfirst.supports(encoder):
-        raise ExportError(f"{type(encoder).__name__} is not a BERT-family encoder with absolute positions; "
-                          "the sequence-first layout does not apply (use --layout auto or batch-first)")
+        layout = "sequence-first" if fits else "batch-first"
     tokens_first = layout == "sequence-first"
 
     class PooledEncoder(torch.nn.Module):
@@ -65,10 +71,6 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
             return emb
 
-    # A dummy batch with padding, so the traced graph is the padded-batch path; ids valid for any vocab.
-    pad = encoder.config.pad_token_id or 0
-    ids = torch.tensor([[3, 4, 5, 6, 7], [3, 4, 5, pad, pad]], dtype=torch.long) % encoder.config.vocab_size
-    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.long)
     with torch.inference_mode():
         torch.onnx.export(
             PooledEncoder().eval(),

@@ -68,6 +68,27 @@ def test_supports_refuses_other_structures() -> None:
     assert not seqfirst.supports(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.parametrize("kind", ["xlmr", "bert"])
+def test_agrees_on_the_models_it_rewrites(kind: str) -> None:
+    model = _model(kind)
+    assert seqfirst.agrees(model, *_padded_batch(model.config.pad_token_id))
+
+
+def _raises(*args: object) -> None:
+    raise AttributeError("'XLayer' object has no attribute 'intermediate'")
+
+
+@pytest.mark.parametrize("broken", [
+    lambda model, ids, mask: model(input_ids=ids, attention_mask=mask)[0] + 1e-3,
+    _raises,
+], ids=["off-by-1e-3", "other-interface"])
+def test_agrees_catches_a_forward_that_differs(broken, monkeypatch: pytest.MonkeyPatch) -> None:
+    # What a transformers release that changed these modules would look like to the check.
+    model = _model("xlmr")
+    monkeypatch.setattr(seqfirst, "encode", broken)
+    assert not seqfirst.agrees(model, *_padded_batch(model.config.pad_token_id))
+
+
 def test_layouts_export_the_same_model(tiny_src: Path, tmp_path: Path) -> None:
     folders = {layout: export_model(str(tiny_src), tmp_path / layout, quantize="none", layout=layout, log=_quiet).path
                for layout in ("sequence-first", "batch-first")}
@@ -78,14 +99,19 @@ def test_layouts_export_the_same_model(tiny_src: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+@pytest.mark.parametrize("refuse", ["supports", "agrees"])
 def test_auto_layout_falls_back_and_explicit_layout_is_checked(tiny_src: Path, tmp_path: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    # As for an encoder this module does not know (relative positions, another family).
-    monkeypatch.setattr(seqfirst, "supports", lambda model: False)
+                                                               monkeypatch: pytest.MonkeyPatch, refuse: str) -> None:
+    # As for an encoder this module does not know, or one whose modules changed behaviour.
+    monkeypatch.setattr(seqfirst, refuse, lambda *args: False)
     with pytest.raises(ExportError, match="sequence-first layout does not apply"):
         export_model(str(tiny_src), tmp_path / "out", quantize="none", layout="sequence-first", log=_quiet)
     out = export_model(str(tiny_src), tmp_path / "out", quantize="none", log=_quiet).path
     assert json.loads((out / "manifest.json").read_text())["onnx"]["layout"] == "batch-first"
+
+
+def test_auto_layout_is_sequence_first_for_xlmr(tiny_int8: Path) -> None:
+    assert json.loads((tiny_int8 / "manifest.json").read_text())["onnx"]["layout"] == "sequence-first"
 
 
 def test_unknown_layout_is_refused(tiny_src: Path, tmp_path: Path) -> None:
