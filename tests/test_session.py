@@ -116,3 +116,27 @@ def test_embedder_reports_bad_threads(tiny_int8: Path) -> None:
 
     with pytest.raises(ValueError, match="threads"):
         Embedder(tiny_int8, threads=-1)
+
+
+def test_embedder_parses_the_tokenizer_after_the_session_signals(tiny_int8: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cold-start overlap (embedder.py): the tokenizer holds the GIL while it parses, so it must
+    # start only once make_session has signalled (where it signals is the test above).
+    from mstsb_onnx import Embedder, embedder, tokenizer
+
+    events: list[threading.Event] = []
+    state_at_parse: list[bool] = []
+    real_from_file = tokenizer.Tokenizer.from_file.__func__
+    real_make_session = embedder.make_session
+
+    def make_session(*args: object):
+        events.append(args[-1])
+        return real_make_session(*args)
+
+    def from_file(cls, *args: object):
+        state_at_parse.append(bool(events) and events[0].is_set())
+        return real_from_file(cls, *args)
+
+    monkeypatch.setattr(embedder, "make_session", make_session)
+    monkeypatch.setattr(tokenizer.Tokenizer, "from_file", classmethod(from_file))
+    Embedder(tiny_int8, threads=1).encode(["hello"])
+    assert state_at_parse == [True]
