@@ -62,12 +62,16 @@ def encode(model: Any, input_ids: Any, attention_mask: Any) -> Any:
 
     batch, tokens = input_ids.shape
     hidden = model.embeddings(input_ids=input_ids)
-    # transformers' additive mask: 0 where attended, the dtype's minimum where padded, [b, 1, 1, L].
+    # transformers' additive mask: 0 where attended, the dtype's minimum where padded, [b, 1, 1, L];
+    # repeated per head once here, so the scores stay [b*h, L, L] in every layer (no reshapes).
     bias = model.get_extended_attention_mask(attention_mask, input_ids.shape)
     x = hidden.transpose(0, 1).contiguous()  # [L, b, H], one copy per forward
+    head_bias: dict[int, torch.Tensor] = {}
     for layer in model.encoder.layer:
         sa = layer.attention.self
         heads, size = sa.num_attention_heads, sa.attention_head_size
+        if heads not in head_bias:
+            head_bias[heads] = bias.expand(batch, heads, 1, tokens).reshape(batch * heads, 1, tokens)
 
         def split(t: torch.Tensor) -> torch.Tensor:
             return t.reshape(tokens, batch * heads, size)
@@ -75,10 +79,9 @@ def encode(model: Any, input_ids: Any, attention_mask: Any) -> Any:
         q = split(sa.query(x)).transpose(0, 1)  # [b*h, L, d]
         k = split(sa.key(x)).permute(1, 2, 0)  # [b*h, d, L]
         v = split(sa.value(x)).transpose(0, 1)  # [b*h, L, d]
-        scores = torch.matmul(q, k) / math.sqrt(size)
-        scores = scores.reshape(batch, heads, tokens, tokens) + bias
+        scores = torch.matmul(q, k) / math.sqrt(size) + head_bias[heads]  # [b*h, L, L]
         probs = torch.softmax(scores, dim=-1)
-        context = torch.matmul(probs.reshape(batch * heads, tokens, tokens), v)  # [b*h, L, d]
+        context = torch.matmul(probs, v)  # [b*h, L, d]
         context = context.transpose(0, 1).reshape(tokens, batch, heads * size)
         attended = layer.attention.output(context, x)
         x = layer.output(layer.intermediate(attended), attended)
