@@ -72,13 +72,10 @@ def encode(model: Any, input_ids: Any, attention_mask: Any) -> Any:
         heads, size = sa.num_attention_heads, sa.attention_head_size
         if heads not in head_bias:
             head_bias[heads] = bias.expand(batch, heads, 1, tokens).reshape(batch * heads, 1, tokens)
-
-        def split(t: torch.Tensor) -> torch.Tensor:
-            return t.reshape(tokens, batch * heads, size)
-
-        q = split(sa.query(x)).transpose(0, 1)  # [b*h, L, d]
-        k = split(sa.key(x)).permute(1, 2, 0)  # [b*h, d, L]
-        v = split(sa.value(x)).transpose(0, 1)  # [b*h, L, d]
+        shape = (tokens, batch * heads, size)  # head split: a reshape, no copy
+        q = sa.query(x).reshape(shape).transpose(0, 1)  # [b*h, L, d]
+        k = sa.key(x).reshape(shape).permute(1, 2, 0)  # [b*h, d, L]
+        v = sa.value(x).reshape(shape).transpose(0, 1)  # [b*h, L, d]
         scores = torch.matmul(q, k) / math.sqrt(size) + head_bias[heads]  # [b*h, L, L]
         probs = torch.softmax(scores, dim=-1)
         context = torch.matmul(probs, v)  # [b*h, L, d]
