@@ -105,9 +105,10 @@ def test_entering_fires_inside_initialize_session(tiny_int8: Path) -> None:
 def test_entering_is_set_on_errors(tiny_int8: Path, tmp_path: Path, kwargs: dict, error: type) -> None:
     # Embedder waits for the event before parsing the tokenizer: an error must not leave it unset.
     entering = threading.Event()
-    path = tmp_path / kwargs.pop("model") if "model" in kwargs else tiny_int8 / "model.onnx"
+    options = {k: v for k, v in kwargs.items() if k != "model"}  # the parametrized dict stays intact
+    path = tmp_path / kwargs["model"] if "model" in kwargs else tiny_int8 / "model.onnx"
     with pytest.raises(error):
-        session.make_session(path, entering=entering, **kwargs)
+        session.make_session(path, entering=entering, **options)
     assert entering.is_set()
 
 
