@@ -230,11 +230,14 @@ def machine_info() -> dict:
 
     cpu = "unknown"
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
         flags = Path("/proc/cpuinfo").read_text()
+        fields: dict[str, str] = {}
+        for line in flags.splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+        # A VM's model name can be as bare as "AMD EPYC"; family and model tell the generation
+        # (AMD family 25 = Zen 3/4, 26 = Zen 5).
+        cpu = f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
         isa = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2", "amx_int8") if f" {f}" in flags]
     except OSError:
         isa = []
