@@ -35,14 +35,43 @@ def load_encoder(src: SourceModel):
     return model.eval()
 
 
+def usable_positions(encoder) -> int | None:
+    """How many tokens the encoder can embed, or None when it has no absolute position table.
+
+    RoBERTa-family embeddings number positions from ``padding_idx + 1`` (XLM-R: 514 rows, 512
+    usable); sentence-transformers reads the same attribute for the same reason.
+    """
+    import torch
+
+    emb = getattr(encoder, "embeddings", None)
+    table = getattr(emb, "position_embeddings", None)
+    if not isinstance(table, torch.nn.Embedding):
+        return None
+    pad = getattr(emb, "padding_idx", None)
+    return table.num_embeddings - (pad + 1 if isinstance(pad, int) else 0)
+
+
 def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: str = "auto") -> dict:
-    """Write the fp32 graph to ``out_path``; returns hidden size, heads, vocab size, pad id, layout."""
+    """Write the fp32 graph to ``out_path``; returns hidden size, heads, vocab size, pad id, layout,
+    and the max_seq_length to use (``src``'s, cut to the usable positions when it came from the
+    tokenizer's own limit; an explicit one that does not fit is an ExportError)."""
     require()
     import torch
 
     encoder = load_encoder(src)
     if layout not in LAYOUTS:
         raise ExportError(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+    max_seq_length = src.max_seq_length
+    positions = usable_positions(encoder)
+    if positions is not None and max_seq_length > positions:
+        if src.max_seq_length_from != "tokenizer_config.json":
+            raise ExportError(
+                f"max_seq_length {max_seq_length} (from {src.max_seq_length_from}) is longer than the "
+                f"{positions} positions {type(encoder).__name__} can embed (config max_position_embeddings "
+                f"{encoder.config.max_position_embeddings}); pass --max-seq-length {positions} or less"
+            )
+        # sentence-transformers' own cap (max_position_embeddings) counts the padding offset's rows.
+        max_seq_length = positions
     # A dummy batch with padding, so the traced graph is the padded-batch path; ids valid for any vocab.
     pad = encoder.config.pad_token_id or 0
     ids = torch.tensor([[3, 4, 5, 6, 7], [3, 4, 5, pad, pad]], dtype=torch.long) % encoder.config.vocab_size
@@ -94,4 +123,5 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
         "vocab_size": int(cfg.vocab_size),
         "pad_token_id": int(cfg.pad_token_id),
         "layout": layout,
+        "max_seq_length": max_seq_length,
     }

@@ -214,6 +214,10 @@ def export_model(
         work.mkdir()
         log("exporting the fp32 graph (torch.onnx, encoder + pooling)...")
         info = export_fp32(src, work / "fp32.onnx", layout=layout)
+        if info["max_seq_length"] != src.max_seq_length:
+            log(f"max_seq_length {src.max_seq_length} (from {src.max_seq_length_from}) cut to the "
+                f"{info['max_seq_length']} positions the model can embed")
+            src.max_seq_length = info["max_seq_length"]
         reference_tok, pad_id = _write_tokenizer(src, tmp)
         reference, references = _references(src, threads)
 

@@ -77,6 +77,8 @@ class SentenceTransformersReference:
 
         self.src = src
         self.model = SentenceTransformer(str(src.root), device="cpu", trust_remote_code=False)
+        # A --max-seq-length override applies to the reference too, or long texts could not agree.
+        self.model.max_seq_length = src.max_seq_length
 
     def encode(self, texts: Sequence[str], batch_size: int = 8, prompt: str | None = None) -> np.ndarray:
         prefix = self.src.default_prompt if prompt is None else prompt

@@ -1,10 +1,12 @@
 """Resolve what the user asked to export: a hub id or a local folder, plain or sentence-transformers.
 
-From a sentence-transformers folder it reads max_seq_length (sentence_bert_config.json), the
-pooling mode (1_Pooling/config.json: mean, cls, max), a Normalize module, and prompts
-(config_sentence_transformers.json). A plain transformers checkpoint gets the card's defaults:
-mean pooling, max_seq_length 128. Modules we cannot reproduce in the graph (Dense, lower-casing,
-prompt-excluding pooling...) are refused by name rather than silently dropped.
+From a sentence-transformers folder -- as written by sentence-transformers 2.x to 5.x, whose
+module paths and config keys differ -- it reads max_seq_length (sentence_bert_config.json, or
+since 5.0 the tokenizer's model_max_length), the pooling mode (1_Pooling/config.json: mean, cls,
+max), a Normalize module, and prompts (config_sentence_transformers.json). A plain transformers
+checkpoint gets the card's defaults: mean pooling, max_seq_length 128. Modules we cannot reproduce
+in the graph (Dense, lower-casing, prompt-excluding pooling...) are refused by name rather than
+silently dropped.
 
 It reads JSON only; it never loads weights or runs code from the folder.
 """
@@ -20,16 +22,16 @@ from typing import Any
 from mstsb_onnx.errors import ExportError
 
 DEFAULT_MAX_SEQ_LENGTH = 128
+# sentence-transformers < 5 wrote one boolean per mode; 5.x writes "pooling_mode": "mean".
 _POOLING_KEYS = {
-    "pooling_mode_mean_tokens": "mean",
     "pooling_mode_cls_token": "cls",
     "pooling_mode_max_tokens": "max",
-    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len",
+    "pooling_mode_mean_tokens": "mean",
+    "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
 SUPPORTED_POOLING = ("mean", "cls", "max")
-_ST = "sentence_transformers.models."
 
 
 @dataclass
@@ -42,6 +44,9 @@ class SourceModel:
     revision: str | None
     sentence_transformers: bool
     max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
+    # Where max_seq_length came from: "default", "sentence_bert_config.json",
+    # "tokenizer_config.json" (sentence-transformers 5) or "the max_seq_length option".
+    max_seq_length_from: str = "default"
     pooling: str = "mean"
     normalize: bool = False
     prompts: dict[str, str] = field(default_factory=dict)
@@ -88,14 +93,62 @@ def _revision_of(path: Path) -> str | None:
 
 
 def _pooling_mode(config: dict[str, Any], where: Path) -> str:
-    modes = [name for key, name in _POOLING_KEYS.items() if config.get(key)]
+    # Read as sentence-transformers 5 reads it: "pooling_mode" (a name or a list of names) wins;
+    # else the legacy booleans, and none set means mean.
+    mode = config.get("pooling_mode")
+    if mode is None:
+        modes = [name for key, name in _POOLING_KEYS.items() if config.get(key)] or ["mean"]
+    else:
+        modes = [mode] if isinstance(mode, str) else list(mode) if isinstance(mode, list) else [repr(mode)]
     if len(modes) != 1:
-        raise ExportError(f"{where}: expected exactly one pooling mode, found {modes or 'none'}")
+        raise ExportError(f"{where}: pooling modes {modes} are concatenated; only one mode is supported "
+                          f"({', '.join(SUPPORTED_POOLING)})")
     if modes[0] not in SUPPORTED_POOLING:
         raise ExportError(f"{where}: pooling {modes[0]!r} is not supported (supported: {', '.join(SUPPORTED_POOLING)})")
     if config.get("include_prompt", True) is False:
         raise ExportError(f"{where}: include_prompt=false (pooling that skips prompt tokens) is not supported")
     return modes[0]
+
+
+def _module_kind(module_type: str) -> str:
+    """'Transformer', 'Pooling', ... for any sentence-transformers module path; '' otherwise.
+
+    The same class has been saved under several paths (``sentence_transformers.models.Pooling``
+    before 5.0, ``sentence_transformers.sentence_transformer.modules.pooling.Pooling`` and
+    ``sentence_transformers.base.modules.transformer.Transformer`` in 5.x), so only the package
+    and the class name are compared. Nothing is imported.
+    """
+    if not module_type.startswith("sentence_transformers."):
+        return ""
+    return module_type.rsplit(".", 1)[-1]
+
+
+def _check_text_features(cfg: dict[str, Any], where: Path) -> None:
+    """sentence-transformers 5 can take another head's output or another modality; we export the
+    encoder's last hidden state for text only."""
+    task = cfg.get("transformer_task", "feature-extraction")
+    if task != "feature-extraction":
+        raise ExportError(f"{where}: transformer_task {task!r} is not supported (only feature-extraction)")
+    modality = cfg.get("modality_config")
+    expected = {"text": {"method": "forward", "method_output_name": "last_hidden_state"}}
+    if modality is not None and modality != expected:
+        raise ExportError(f"{where}: modality_config {modality!r} is not supported (only {expected!r})")
+
+
+def _max_length_from_tokenizer(model_dir: Path) -> int | None:
+    """sentence-transformers 5 keeps max_seq_length as the tokenizer's model_max_length, capped at
+    the model's max_position_embeddings, instead of in sentence_bert_config.json. (That cap can
+    still exceed what a RoBERTa-family table holds; the export cuts it to the usable positions.)"""
+    tok_cfg = model_dir / "tokenizer_config.json"
+    if not tok_cfg.is_file():
+        return None
+    limit = _read_json(tok_cfg).get("model_max_length")
+    if not isinstance(limit, (int, float)) or isinstance(limit, bool):
+        return None
+    positions = _read_json(model_dir / "config.json").get("max_position_embeddings") if (model_dir / "config.json").is_file() else None
+    if isinstance(positions, int) and positions > 0:
+        limit = min(limit, positions)
+    return int(limit)
 
 
 def _read_sentence_transformers(src: SourceModel) -> None:
@@ -104,27 +157,36 @@ def _read_sentence_transformers(src: SourceModel) -> None:
     if not isinstance(modules, list) or not modules:
         raise ExportError(f"{root / 'modules.json'}: expected a non-empty list of modules")
     pooling_seen = False
+    max_length_seen = False
     for module in modules:
-        kind = str(module.get("type", ""))
+        kind = _module_kind(str(module.get("type", "")))
         sub = root / str(module.get("path", ""))
-        if kind in (_ST + "Transformer", _ST + "transformer.Transformer"):
+        if kind == "Transformer":
             src.model_dir = sub
             bert_cfg = sub / "sentence_bert_config.json"
             if bert_cfg.is_file():
                 cfg = _read_json(bert_cfg)
                 if cfg.get("do_lower_case"):
                     raise ExportError(f"{bert_cfg}: do_lower_case=true is not supported")
+                _check_text_features(cfg, bert_cfg)
                 if cfg.get("max_seq_length") is not None:
                     src.max_seq_length = int(cfg["max_seq_length"])
-        elif kind in (_ST + "Pooling", _ST + "pooling.Pooling"):
+                    src.max_seq_length_from = "sentence_bert_config.json"
+                    max_length_seen = True
+            if not max_length_seen:
+                from_tokenizer = _max_length_from_tokenizer(sub)
+                if from_tokenizer is not None:
+                    src.max_seq_length = from_tokenizer
+                    src.max_seq_length_from = "tokenizer_config.json"
+        elif kind == "Pooling":
             src.pooling = _pooling_mode(_read_json(sub / "config.json"), sub / "config.json")
             pooling_seen = True
-        elif kind in (_ST + "Normalize", _ST + "normalize.Normalize"):
+        elif kind == "Normalize":
             src.normalize = True
         else:
             raise ExportError(
-                f"{root / 'modules.json'}: module {kind!r} is not supported "
-                "(supported: Transformer, Pooling, Normalize)"
+                f"{root / 'modules.json'}: module {module.get('type')!r} is not supported "
+                "(supported: sentence-transformers' Transformer, Pooling, Normalize)"
             )
     if not pooling_seen:
         raise ExportError(f"{root / 'modules.json'}: no Pooling module; cannot tell how to pool")
@@ -161,6 +223,7 @@ def resolve_source(source: str, revision: str | None = None, max_seq_length: int
         raise ExportError(f"{src.model_dir} has no config.json: not a transformers checkpoint")
     if max_seq_length is not None:
         src.max_seq_length = max_seq_length
+        src.max_seq_length_from = "the max_seq_length option"
     if src.max_seq_length < 2:
         raise ExportError(f"max_seq_length must be at least 2, got {src.max_seq_length}")
     return src
