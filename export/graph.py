@@ -1,4 +1,4 @@
-"""Export encoder + pooling (+ Normalize) as one fp32 ONNX graph.
+"""Export encoder + pooling (+ Dense, + Normalize) as one fp32 ONNX graph.
 
 Inputs ``input_ids`` and ``attention_mask`` (int64, [batch, sequence], both axes dynamic), output
 ``sentence_embedding`` [batch, dim]. Pooling happens in the graph, as the card computes it
@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mstsb_onnx.export import seqfirst
+from mstsb_onnx.export.dense import dense_stack
 from mstsb_onnx.export.deps import require
 from mstsb_onnx.errors import ExportError
 from mstsb_onnx.export.reference import pool
@@ -25,6 +26,9 @@ OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "sentence_embedding"
 LAYOUTS = ("auto", "sequence-first", "batch-first")
+DENSE_SCOPE = "st_dense"  # the Dense modules' scope in node names
+# Matches those nodes also after onnxruntime's quantizer rewrites a Gemm as MatMul + Add.
+DENSE_NODES = rf"^/{DENSE_SCOPE}/"
 
 
 def load_encoder(src: SourceModel):
@@ -84,18 +88,24 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
     if layout == "auto":
         layout = "sequence-first" if fits else "batch-first"
     tokens_first = layout == "sequence-first"
+    hidden_size = int(encoder.config.hidden_size)
+    if src.dense and src.dense[0].in_features != hidden_size:
+        raise ExportError(f"{src.dense[0].weights.parent}: in_features {src.dense[0].in_features} does not match "
+                          f"the pooled vector's {hidden_size} dimensions")
+    dense = dense_stack(src.dense)
 
     class PooledEncoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder
+            setattr(self, DENSE_SCOPE, dense)  # node names start with /st_dense/ (kept fp32)
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             if tokens_first:
                 hidden = seqfirst.encode(self.encoder, input_ids, attention_mask)
             else:
                 hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
-            emb = pool(hidden, attention_mask, src.pooling)
+            emb = getattr(self, DENSE_SCOPE)(pool(hidden, attention_mask, src.pooling))
             if src.normalize:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
             return emb
@@ -119,6 +129,7 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
     cfg = encoder.config
     return {
         "hidden_size": int(cfg.hidden_size),
+        "dim": src.dense[-1].out_features if src.dense else int(cfg.hidden_size),
         "num_attention_heads": int(cfg.num_attention_heads),
         "vocab_size": int(cfg.vocab_size),
         "pad_token_id": int(cfg.pad_token_id),

@@ -27,7 +27,7 @@ from mstsb_onnx.embedder import MODEL_FILE, TOKENIZER_FILE, Embedder
 from mstsb_onnx.errors import ExportError, ParityError
 from mstsb_onnx.export import parity
 from mstsb_onnx.export.deps import require
-from mstsb_onnx.export.graph import INPUT_NAMES, LAYOUTS, OPSET, OUTPUT_NAME, export_fp32
+from mstsb_onnx.export.graph import DENSE_NODES, INPUT_NAMES, LAYOUTS, OPSET, OUTPUT_NAME, export_fp32
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.export.probes import probe_set
 from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
@@ -113,7 +113,7 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
         "format": FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "source": {"model_id": src.model_id, "revision": src.revision, "sentence_transformers": src.sentence_transformers},
-        "dim": info["hidden_size"],
+        "dim": info["dim"],
         "max_seq_length": src.max_seq_length,
         "pooling": src.pooling,
         "normalize": src.normalize,
@@ -132,10 +132,14 @@ def _quantize(recipe: Recipe, work: Path, out: Path, calibration: Iterator[dict[
     """Smooth ``work/fp32.onnx`` and write the int8 model to ``out``; returns its manifest entry."""
     import onnx
 
-    skip = down_projections(onnx.load(str(work / "fp32.onnx"), load_external_data=False)) if recipe.fp32_down else []
+    graph = onnx.load(str(work / "fp32.onnx"), load_external_data=False)
+    # Dense heads stay fp32: per-sentence work, and their error would land on the output directly.
+    dense = [n.name for n in graph.graph.node if re.search(DENSE_NODES, n.name)]
+    skip = dense + (down_projections(graph) if recipe.fp32_down else [])
     smooth = smooth_graph(work / "fp32.onnx", work / "smooth.onnx", calibration, alpha=recipe.alpha,
                           outliers=recipe.outliers, skip=skip)
-    config = replace(DEFAULT_QUANT, exclude=DEFAULT_QUANT.exclude + tuple(f"^{re.escape(n)}$" for n in skip))
+    exclude = (*DEFAULT_QUANT.exclude, DENSE_NODES, *(f"^{re.escape(n)}$" for n in skip))
+    config = replace(DEFAULT_QUANT, exclude=exclude)
     q = quantize_int8(work / "smooth.onnx", out, config)
     return {"mode": "int8", "recipe": asdict(recipe), **config.to_dict(), "smoothing": smooth, **q}
 

@@ -3,8 +3,9 @@
 This is what every ONNX figure is compared against. It follows the card literally:
 ``AutoTokenizer`` with ``padding=True, truncation=True, max_length=max_seq_length``, ``AutoModel``
 (default attention implementation), and mask-weighted mean pooling with the denominator clamped
-at 1e-9; cls and max pooling and Normalize follow sentence-transformers. It is deliberately
-independent of the export graph (``graph.py``), so a bug there cannot hide here.
+at 1e-9; cls and max pooling, Dense and Normalize follow sentence-transformers. It is deliberately
+independent of the export graph (``graph.py``), so a bug there cannot hide here -- except for
+Dense layers, which both build with ``dense.py``; the sentence-transformers reference checks those.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mstsb_onnx.export.deps import require
+from mstsb_onnx.export.dense import dense_stack
 from mstsb_onnx.export.source import SourceModel
 
 
@@ -43,6 +45,8 @@ class TorchReference:
         self.src = src
         self.tokenizer = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
         self.model = AutoModel.from_pretrained(str(src.model_dir), trust_remote_code=False).eval()
+        self.dense = dense_stack(src.dense)  # sentence-transformers Dense modules, if any
+        self.dim = src.dense[-1].out_features if src.dense else int(self.model.config.hidden_size)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.src.max_seq_length)
@@ -61,11 +65,11 @@ class TorchReference:
             )
             with torch.inference_mode():
                 hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])[0]
-                emb = pool(hidden, batch["attention_mask"], self.src.pooling)
+                emb = self.dense(pool(hidden, batch["attention_mask"], self.src.pooling))
                 if self.src.normalize:
                     emb = torch.nn.functional.normalize(emb, p=2, dim=1)
             out.append(emb.float().numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.model.config.hidden_size), np.float32)
+        return np.concatenate(out) if out else np.zeros((0, self.dim), np.float32)
 
 
 class SentenceTransformersReference:

@@ -3,10 +3,11 @@
 From a sentence-transformers folder -- as written by sentence-transformers 2.x to 5.x, whose
 module paths and config keys differ -- it reads max_seq_length (sentence_bert_config.json, or
 since 5.0 the tokenizer's model_max_length), the pooling mode (1_Pooling/config.json: mean, cls,
-max), a Normalize module, and prompts (config_sentence_transformers.json). A plain transformers
-checkpoint gets the card's defaults: mean pooling, max_seq_length 128. Modules we cannot reproduce
-in the graph (Dense, lower-casing, prompt-excluding pooling...) are refused by name rather than
-silently dropped.
+max), Dense modules after pooling (weights from safetensors only, a fixed list of activations), a
+Normalize module, and prompts (config_sentence_transformers.json). A plain transformers checkpoint
+gets the card's defaults: mean pooling, max_seq_length 128. Modules we cannot reproduce in the
+graph (lower-casing, prompt-excluding pooling, concatenated pooling modes...) are refused by name
+rather than silently dropped.
 
 It reads JSON only; it never loads weights or runs code from the folder.
 """
@@ -34,6 +35,28 @@ _POOLING_KEYS = {
 SUPPORTED_POOLING = ("mean", "cls", "max")
 
 
+# Activations a Dense module may name (its config's activation_function), by the path
+# sentence-transformers writes. Only these are rebuilt; nothing named in a config is imported.
+DENSE_ACTIVATIONS = {
+    "torch.nn.modules.activation.Tanh": "tanh",
+    "torch.nn.modules.linear.Identity": "identity",
+    "torch.nn.modules.activation.ReLU": "relu",
+    "torch.nn.modules.activation.GELU": "gelu",
+    "torch.nn.modules.activation.Sigmoid": "sigmoid",
+}
+
+
+@dataclass(frozen=True)
+class DenseSpec:
+    """A sentence-transformers Dense module: ``activation(x @ W.T + b)`` on the pooled vector."""
+
+    weights: Path  # model.safetensors with linear.weight [out, in] (and linear.bias [out])
+    in_features: int
+    out_features: int
+    bias: bool
+    activation: str  # a value of DENSE_ACTIVATIONS
+
+
 @dataclass
 class SourceModel:
     """A resolved source: where its files are and how it embeds."""
@@ -51,6 +74,7 @@ class SourceModel:
     normalize: bool = False
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
+    dense: list[DenseSpec] = field(default_factory=list)  # applied in order after pooling
 
     @property
     def default_prompt(self) -> str:
@@ -123,6 +147,29 @@ def _module_kind(module_type: str) -> str:
     return module_type.rsplit(".", 1)[-1]
 
 
+def _dense(sub: Path) -> DenseSpec:
+    where = sub / "config.json"
+    cfg = _read_json(where)
+    for key in ("module_input_name", "module_output_name"):
+        if cfg.get(key, "sentence_embedding") not in ("sentence_embedding", None):
+            raise ExportError(f"{where}: {key}={cfg[key]!r} is not supported (only the sentence embedding)")
+    activation = cfg.get("activation_function") or "torch.nn.modules.linear.Identity"
+    if activation not in DENSE_ACTIVATIONS:
+        raise ExportError(f"{where}: activation_function {activation!r} is not supported "
+                          f"(supported: {', '.join(sorted(DENSE_ACTIVATIONS))})")
+    weights = sub / "model.safetensors"
+    if not weights.is_file():
+        found = sorted(p.name for p in sub.iterdir() if p.is_file() and p.name != "config.json") if sub.is_dir() else []
+        raise ExportError(f"{sub}: the Dense weights must be in model.safetensors (found {found or 'nothing'}); "
+                          "pickled weights (pytorch_model.bin) are never loaded -- re-save the model with "
+                          "sentence-transformers >= 3, which writes safetensors")
+    try:
+        return DenseSpec(weights, int(cfg["in_features"]), int(cfg["out_features"]), bool(cfg.get("bias", True)),
+                         DENSE_ACTIVATIONS[activation])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ExportError(f"{where}: expected integer in_features and out_features ({e})") from e
+
+
 def _check_text_features(cfg: dict[str, Any], where: Path) -> None:
     """sentence-transformers 5 can take another head's output or another modality; we export the
     encoder's last hidden state for text only."""
@@ -178,15 +225,21 @@ def _read_sentence_transformers(src: SourceModel) -> None:
                 if from_tokenizer is not None:
                     src.max_seq_length = from_tokenizer
                     src.max_seq_length_from = "tokenizer_config.json"
+        elif src.normalize:
+            # The graph normalizes last; a module after Normalize would see other inputs.
+            raise ExportError(f"{root / 'modules.json'}: module {module.get('type')!r} after Normalize "
+                              "is not supported (Normalize must come last)")
         elif kind == "Pooling":
             src.pooling = _pooling_mode(_read_json(sub / "config.json"), sub / "config.json")
             pooling_seen = True
+        elif kind == "Dense" and pooling_seen:
+            src.dense.append(_dense(sub))
         elif kind == "Normalize":
             src.normalize = True
         else:
             raise ExportError(
-                f"{root / 'modules.json'}: module {module.get('type')!r} is not supported "
-                "(supported: sentence-transformers' Transformer, Pooling, Normalize)"
+                f"{root / 'modules.json'}: module {module.get('type')!r} is not supported here "
+                "(supported: sentence-transformers' Transformer, Pooling, Dense after Pooling, Normalize)"
             )
     if not pooling_seen:
         raise ExportError(f"{root / 'modules.json'}: no Pooling module; cannot tell how to pool")
