@@ -26,9 +26,8 @@ OPSET = 17
 INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "sentence_embedding"
 LAYOUTS = ("auto", "sequence-first", "batch-first")
-DENSE_SCOPE = "st_dense"  # the Dense modules' scope in node names
-# Matches those nodes also after onnxruntime's quantizer rewrites a Gemm as MatMul + Add.
-DENSE_NODES = rf"^/{DENSE_SCOPE}/"
+DENSE_SCOPE = "st_dense"  # the attribute holding the Dense modules, hence their node names' scope
+DENSE_NODES = rf"^/{DENSE_SCOPE}/"  # what the int8 pass keeps fp32
 
 
 def load_encoder(src: SourceModel):
@@ -98,14 +97,14 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
         def __init__(self) -> None:
             super().__init__()
             self.encoder = encoder
-            setattr(self, DENSE_SCOPE, dense)  # node names start with /st_dense/ (kept fp32)
+            self.st_dense = dense  # named as DENSE_SCOPE
 
         def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
             if tokens_first:
                 hidden = seqfirst.encode(self.encoder, input_ids, attention_mask)
             else:
                 hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]
-            emb = getattr(self, DENSE_SCOPE)(pool(hidden, attention_mask, src.pooling))
+            emb = self.st_dense(pool(hidden, attention_mask, src.pooling))
             if src.normalize:
                 emb = torch.nn.functional.normalize(emb, p=2, dim=1)
             return emb

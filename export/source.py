@@ -192,7 +192,8 @@ def _max_length_from_tokenizer(model_dir: Path) -> int | None:
     limit = _read_json(tok_cfg).get("model_max_length")
     if not isinstance(limit, (int, float)) or isinstance(limit, bool):
         return None
-    positions = _read_json(model_dir / "config.json").get("max_position_embeddings") if (model_dir / "config.json").is_file() else None
+    config = model_dir / "config.json"
+    positions = _read_json(config).get("max_position_embeddings") if config.is_file() else None
     if isinstance(positions, int) and positions > 0:
         limit = min(limit, positions)
     return int(limit)
@@ -204,7 +205,6 @@ def _read_sentence_transformers(src: SourceModel) -> None:
     if not isinstance(modules, list) or not modules:
         raise ExportError(f"{root / 'modules.json'}: expected a non-empty list of modules")
     pooling_seen = False
-    max_length_seen = False
     for module in modules:
         kind = _module_kind(str(module.get("type", "")))
         sub = root / str(module.get("path", ""))
@@ -219,8 +219,7 @@ def _read_sentence_transformers(src: SourceModel) -> None:
                 if cfg.get("max_seq_length") is not None:
                     src.max_seq_length = int(cfg["max_seq_length"])
                     src.max_seq_length_from = "sentence_bert_config.json"
-                    max_length_seen = True
-            if not max_length_seen:
+            if src.max_seq_length_from == "default":
                 from_tokenizer = _max_length_from_tokenizer(sub)
                 if from_tokenizer is not None:
                     src.max_seq_length = from_tokenizer
