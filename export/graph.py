@@ -19,7 +19,7 @@ from mstsb_onnx.export import seqfirst
 from mstsb_onnx.export.dense import dense_stack
 from mstsb_onnx.export.deps import require
 from mstsb_onnx.errors import ExportError
-from mstsb_onnx.export.reference import pool
+from mstsb_onnx.export.reference import load_model, pool
 from mstsb_onnx.export.source import SourceModel
 
 OPSET = 17
@@ -32,10 +32,7 @@ DENSE_NODES = rf"^/{DENSE_SCOPE}/"  # what the int8 pass keeps fp32
 
 def load_encoder(src: SourceModel):
     require()
-    from transformers import AutoModel
-
-    model = AutoModel.from_pretrained(str(src.model_dir), attn_implementation="eager", trust_remote_code=False)
-    return model.eval()
+    return load_model(src, attn_implementation="eager")
 
 
 def usable_positions(encoder) -> int | None:

@@ -14,9 +14,31 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from mstsb_onnx.errors import ExportError
 from mstsb_onnx.export.deps import require
 from mstsb_onnx.export.dense import dense_stack
 from mstsb_onnx.export.source import SourceModel
+
+
+def load_model(src: SourceModel, **kwargs: object):
+    """``AutoModel.from_pretrained`` on safetensors weights only, in eval mode.
+
+    A folder that has only pickled weights (pytorch_model.bin) is refused instead of unpickled:
+    nothing a user passes in is executed. ``kwargs`` go to ``from_pretrained``.
+    """
+    from transformers import AutoModel
+
+    try:
+        model = AutoModel.from_pretrained(str(src.model_dir), trust_remote_code=False, use_safetensors=True, **kwargs)
+    except OSError as e:
+        pickled = sorted(p.name for p in src.model_dir.glob("*.bin")) if src.model_dir.is_dir() else []
+        raise ExportError(
+            f"{src.model_dir}: could not load safetensors weights ({e})"
+            + (f"; found only pickled {pickled}, which are never loaded -- convert them once where you trust "
+               "the file (AutoModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)), or "
+               "for a hub model pass --revision of its safetensors conversion (e.g. refs/pr/1)" if pickled else "")
+        ) from e
+    return model.eval()
 
 
 def pool(token_embeddings, attention_mask, pooling: str):  # torch tensors in, torch tensor out
@@ -36,7 +58,7 @@ class TorchReference:
     def __init__(self, src: SourceModel, threads: int | None = None) -> None:
         require()
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()  # "pooler weights newly initialized": unused by pooling
@@ -44,7 +66,7 @@ class TorchReference:
             torch.set_num_threads(threads)
         self.src = src
         self.tokenizer = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
-        self.model = AutoModel.from_pretrained(str(src.model_dir), trust_remote_code=False).eval()
+        self.model = load_model(src)
         self.dense = dense_stack(src.dense)  # sentence-transformers Dense modules, if any
         self.dim = src.dense[-1].out_features if src.dense else int(self.model.config.hidden_size)
 
@@ -80,7 +102,8 @@ class SentenceTransformersReference:
         from sentence_transformers import SentenceTransformer
 
         self.src = src
-        self.model = SentenceTransformer(str(src.root), device="cpu", trust_remote_code=False)
+        self.model = SentenceTransformer(str(src.root), device="cpu", trust_remote_code=False,
+                                         model_kwargs={"use_safetensors": True})
         # A --max-seq-length override applies to the reference too, or long texts could not agree.
         self.model.max_seq_length = src.max_seq_length
 

@@ -244,3 +244,27 @@ def test_bert_family_checkpoint_exports(tmp_path: Path) -> None:
     assert m["pad_token_id"] == 0 and m["max_seq_length"] == 128
     assert m["parity"]["model"][0]["max_abs_diff"] <= parity.FP32_MAX_ABS_DIFF
     assert Embedder(out).encode(["hello world", "naïve café"]).shape == (2, 32)
+
+
+class _Tripwire:
+    """Unpickling this creates ``path``: proof that a file was (or was not) unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (Path.touch, (self.path,))
+
+
+def test_pickled_weights_are_refused_never_unpickled(tiny_src: Path, tmp_path: Path) -> None:
+    import pickle
+
+    src = tmp_path / "src"
+    shutil.copytree(tiny_src, src)
+    (src / "model.safetensors").unlink()
+    tripwire = tmp_path / "unpickled"
+    (src / "pytorch_model.bin").write_bytes(pickle.dumps(_Tripwire(tripwire)))
+    with pytest.raises(ExportError, match=r"pytorch_model.bin.*never loaded"):
+        export_model(str(src), tmp_path / "out", quantize="none", log=_quiet)
+    assert not tripwire.exists()
+    assert not (tmp_path / "out").exists()
