@@ -98,8 +98,9 @@ def _download(model_id: str, revision: str | None) -> Path:
             snapshot_download(
                 repo_id=model_id,
                 revision=revision,
-                # Weights as safetensors (never pickles), plus configs and tokenizer files.
-                allow_patterns=["*.json", "*.safetensors", "sentencepiece.bpe.model", "*.txt", "*/*.json"],
+                # Weights as safetensors (never pickles), plus configs and tokenizer files, in the
+                # root or in module folders (the hub's patterns let "*" cross "/").
+                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"],
             )
         )
     except Exception as e:  # the hub client raises many unrelated types for "unreachable"

@@ -167,3 +167,27 @@ def test_folder_saved_by_sentence_transformers_5_exports(variant: str, tmp_path:
     expected = {**dict(pooling="mean", normalize=False, max_seq_length=128), **ST5_VARIANTS[variant]}
     assert {k: manifest[k] for k in expected} == expected
     assert "sentence-transformers" in [r["against"] for r in manifest["parity"]["model"]]
+
+
+def test_hub_download_takes_configs_tokenizers_and_safetensors_only(monkeypatch: pytest.MonkeyPatch,
+                                                                     tmp_path: Path) -> None:
+    """The patterns handed to the hub client keep every file an export reads, in module folders
+    too, and leave pickles and other runtimes' files behind."""
+    import huggingface_hub
+    from huggingface_hub.utils import filter_repo_objects
+
+    seen: dict[str, list[str]] = {}
+
+    def fake_snapshot_download(repo_id: str, revision: str | None, allow_patterns: list[str]) -> str:
+        seen["patterns"] = allow_patterns
+        raise OSError("offline")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    with pytest.raises(ExportError, match="could not download"):
+        resolve_source("someone/some-model")
+    wanted = ["config.json", "model.safetensors", "tokenizer.json", "sentencepiece.bpe.model", "modules.json",
+              "1_Pooling/config.json", "2_Dense/config.json", "2_Dense/model.safetensors",
+              "0_Transformer/sentencepiece.bpe.model", "0_Transformer/vocab.txt", "merges.txt"]
+    unwanted = ["pytorch_model.bin", "2_Dense/pytorch_model.bin", "onnx/model.onnx", "openvino/openvino_model.xml",
+                "tf_model.h5", "flax_model.msgpack"]
+    assert list(filter_repo_objects(wanted + unwanted, allow_patterns=seen["patterns"])) == wanted
