@@ -54,7 +54,7 @@ def usable_positions(encoder) -> int | None:
 def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: str = "auto") -> dict:
     """Write the fp32 graph to ``out_path``; returns hidden size, heads, vocab size, pad id, layout,
     and the max_seq_length to use (``src``'s, cut to the usable positions when it came from the
-    tokenizer's own limit; an explicit one that does not fit is an ExportError)."""
+    default or the tokenizer's own limit; an explicit one that does not fit is an ExportError)."""
     require()
     import torch
 
@@ -64,13 +64,14 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
     max_seq_length = src.max_seq_length
     positions = usable_positions(encoder)
     if positions is not None and max_seq_length > positions:
-        if src.max_seq_length_from != "tokenizer_config.json":
+        if src.max_seq_length_from not in ("default", "tokenizer_config.json"):  # asked for explicitly
             raise ExportError(
                 f"max_seq_length {max_seq_length} (from {src.max_seq_length_from}) is longer than the "
                 f"{positions} positions {type(encoder).__name__} can embed (config max_position_embeddings "
                 f"{encoder.config.max_position_embeddings}); pass --max-seq-length {positions} or less"
             )
-        # sentence-transformers' own cap (max_position_embeddings) counts the padding offset's rows.
+        # Our default, or sentence-transformers' own cap (max_position_embeddings, which counts the
+        # padding offset's rows): nobody asked for more than the model holds.
         max_seq_length = positions
     # A dummy batch with padding, so the traced graph is the padded-batch path; ids valid for any vocab.
     pad = encoder.config.pad_token_id or 0

@@ -132,6 +132,25 @@ def test_tokenizer_limit_past_the_usable_positions_is_cut_to_them(tiny_src: Path
     assert any("cut to the 512 positions" in line for line in said)
 
 
+def test_default_max_seq_length_is_cut_to_a_short_position_table(tmp_path: Path) -> None:
+    """A plain checkpoint gets the card's 128, unless its table is shorter (not asked for: cut)."""
+    import torch
+    import transformers
+    from transformers import BertTokenizerFast
+
+    src = tmp_path / "bert64"
+    src.mkdir()
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
+    (src / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
+    BertTokenizerFast(vocab_file=str(src / "vocab.txt")).save_pretrained(str(src))
+    torch.manual_seed(0)
+    transformers.BertModel(transformers.BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=64)).save_pretrained(str(src))
+    out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path
+    assert json.loads((out / MANIFEST_NAME).read_text())["max_seq_length"] == 64
+
+
 def test_max_seq_length_beyond_the_position_table_is_a_clear_error(tiny_src: Path, tmp_path: Path) -> None:
     # XLM-R numbers positions from padding_idx + 1: 514 rows hold 512 tokens.
     with pytest.raises(ExportError, match=r"longer than the 512 positions .*--max-seq-length 512"):
