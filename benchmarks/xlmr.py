@@ -105,9 +105,9 @@ def write_sentence_transformers_files(
             "pooling_mode_cls_token": pooling == "cls",
             "pooling_mode_mean_tokens": pooling == "mean",
             "pooling_mode_max_tokens": pooling == "max",
-            "pooling_mode_mean_sqrt_len_tokens": False,
-            "pooling_mode_weightedmean_tokens": False,
-            "pooling_mode_lasttoken": False,
+            "pooling_mode_mean_sqrt_len_tokens": pooling == "mean_sqrt_len_tokens",
+            "pooling_mode_weightedmean_tokens": pooling == "weightedmean",
+            "pooling_mode_lasttoken": pooling == "lasttoken",
             "include_prompt": True,
         },
     )

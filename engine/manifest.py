@@ -19,6 +19,8 @@ from mstsb_onnx.errors import ModelFolderError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT = "mstsb-onnx/1"
+# Pooling runs inside the graph; the manifest records which (sentence-transformers' names).
+POOLING_MODES = ("mean", "cls", "max", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 _CHUNK = 1 << 22
 Verify = Literal["cached", "full", "off"]
 
@@ -91,7 +93,7 @@ def read_manifest(folder: Path) -> Manifest:
     if default is not None and default not in prompts:
         raise ModelFolderError(f"{path}: default_prompt_name {default!r} is not one of the prompts {sorted(prompts)}")
     pooling = _require(doc, "pooling", str, path)
-    if pooling not in ("mean", "cls", "max"):
+    if pooling not in POOLING_MODES:
         raise ModelFolderError(f"{path}: unknown pooling {pooling!r}")
     return Manifest(
         dim=_require(doc, "dim", int, path),

@@ -42,14 +42,29 @@ def load_model(src: SourceModel, **kwargs: object):
 
 
 def pool(token_embeddings, attention_mask, pooling: str):  # torch tensors in, torch tensor out
+    """One of ``source.SUPPORTED_POOLING``, computed as sentence-transformers' Pooling does."""
     import torch
 
     if pooling == "cls":
         return token_embeddings[:, 0]
+    if pooling == "lasttoken":
+        # The last real token of each row (right or left padding alike), as sentence-transformers
+        # finds it; int32 because onnxruntime has no int64 ReduceMax/ArgMax on CPU.
+        seq_len = token_embeddings.shape[1]
+        values, back = attention_mask.to(torch.int32).flip(1).max(1)
+        back = torch.where(values == 0, seq_len - 1, back)
+        index = (seq_len - back - 1).unsqueeze(-1).unsqueeze(1).expand(-1, 1, token_embeddings.shape[-1])
+        mask = attention_mask.unsqueeze(-1).to(token_embeddings.dtype)
+        return torch.gather(token_embeddings * mask, 1, index).squeeze(1)
     mask = attention_mask.unsqueeze(-1).expand(token_embeddings.size()).to(token_embeddings.dtype)
     if pooling == "max":
         return torch.where(mask.bool(), token_embeddings, torch.finfo(token_embeddings.dtype).min).max(1).values
-    return torch.sum(token_embeddings * mask, 1) / torch.clamp(mask.sum(1), min=1e-9)
+    if pooling == "weightedmean":  # position-weighted: token i (from 1) counts i times
+        positions = torch.arange(1, token_embeddings.shape[1] + 1, dtype=token_embeddings.dtype)
+        mask = mask * positions.unsqueeze(0).unsqueeze(-1)
+    total = torch.sum(token_embeddings * mask, 1)
+    count = torch.clamp(mask.sum(1), min=1e-9)
+    return total / torch.sqrt(count) if pooling == "mean_sqrt_len_tokens" else total / count
 
 
 class TorchReference:

@@ -2,12 +2,12 @@
 
 From a sentence-transformers folder -- as written by sentence-transformers 2.x to 5.x, whose
 module paths and config keys differ -- it reads max_seq_length (sentence_bert_config.json, or
-since 5.0 the tokenizer's model_max_length), the pooling mode (1_Pooling/config.json: mean, cls,
-max), Dense modules after pooling (weights from safetensors only, a fixed list of activations), a
-Normalize module, and prompts (config_sentence_transformers.json). A plain transformers checkpoint
-gets the card's defaults: mean pooling, max_seq_length 128. Modules we cannot reproduce in the
-graph (lower-casing, prompt-excluding pooling, concatenated pooling modes...) are refused by name
-rather than silently dropped.
+since 5.0 the tokenizer's model_max_length), the pooling mode (1_Pooling/config.json: any one of
+sentence-transformers' modes), Dense modules after pooling (weights from safetensors only, a fixed
+list of activations), a Normalize module, and prompts (config_sentence_transformers.json). A plain
+transformers checkpoint gets the card's defaults: mean pooling, max_seq_length 128. Modules we
+cannot reproduce in the graph (lower-casing, prompt-excluding pooling, concatenated pooling
+modes...) are refused by name rather than silently dropped.
 
 It reads JSON only; it never loads weights or runs code from the folder.
 """
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from mstsb_onnx.errors import ExportError
+from mstsb_onnx.manifest import POOLING_MODES
 
 DEFAULT_MAX_SEQ_LENGTH = 128
 # sentence-transformers < 5 wrote one boolean per mode; 5.x writes "pooling_mode": "mean".
@@ -32,7 +33,7 @@ _POOLING_KEYS = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
-SUPPORTED_POOLING = ("mean", "cls", "max")
+SUPPORTED_POOLING = POOLING_MODES
 
 
 # Activations a Dense module may name (its config's activation_function), by the path

@@ -74,6 +74,9 @@ VARIANTS = {
     "normalize": dict(normalize=True),
     "prompt": dict(prompts={"query": "query: "}, default_prompt_name="query"),
     "seq32": dict(max_seq_length=32),
+    "mean-sqrt-len": dict(pooling="mean_sqrt_len_tokens"),
+    "weightedmean": dict(pooling="weightedmean"),
+    "lasttoken": dict(pooling="lasttoken"),
 }
 
 
@@ -103,14 +106,14 @@ def test_sentence_transformers_settings_are_followed(variant: str, tmp_path_fact
         (lambda d: (d / "modules.json").write_text(json.dumps(
             json.loads((d / "modules.json").read_text())
             + [{"idx": 2, "name": "2", "path": "2_Dense", "type": "sentence_transformers.models.Dense"}])),
-         "Dense"),
+         "2_Dense/config.json"),
         (lambda d: (d / "1_Pooling" / "config.json").write_text(json.dumps(
-            {"pooling_mode_weightedmean_tokens": True})), "weightedmean"),
+            {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True})), "concatenated"),
         (lambda d: (d / "sentence_bert_config.json").write_text(json.dumps(
             {"max_seq_length": 128, "do_lower_case": True})), "do_lower_case"),
         (lambda d: (d / "config.json").unlink(), "no config.json"),
     ],
-    ids=["dense", "weightedmean", "lowercase", "no-config"],
+    ids=["dense-without-files", "concatenated-pooling", "lowercase", "no-config"],
 )
 def test_unsupported_sources_are_refused(tiny_src: Path, tmp_path: Path, edit, fragment: str) -> None:
     src = tmp_path / "src"
