@@ -6,7 +6,9 @@ Everything is built locally -- no network. The stand-in checkpoint is cached per
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,16 @@ DATA_DIR = Path(os.environ.get("MSTSB_DATA", Path(__file__).resolve().parents[2]
 
 def _quiet(*_: object) -> None:
     pass
+
+
+def copy_folder(src: Path, dest: Path) -> Path:
+    """A writable copy of a built folder (session-scoped fixtures must stay untouched)."""
+    return Path(shutil.copytree(src, dest))
+
+
+def manifest_of(folder: Path) -> dict:
+    """An exported folder's manifest.json, parsed."""
+    return json.loads((folder / "manifest.json").read_text())
 
 
 def tiny_lines() -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,8 @@ import pytest
 from mstsb_onnx import Embedder, ExportError
 from mstsb_onnx.export import export_model
 from mstsb_onnx.export.source import resolve_source
-from mstsb_onnx.manifest import MANIFEST_NAME
 
-from conftest import _quiet
+from conftest import _quiet, copy_folder, manifest_of
 
 DENSE_TYPE = "sentence_transformers.base.modules.dense.Dense"  # as sentence-transformers 5 saves it
 
@@ -40,16 +38,6 @@ def _add_dense(src: Path, in_features: int, out_features: int, activation: str |
     return sub
 
 
-def _copy(tiny_src: Path, tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    shutil.copytree(tiny_src, src)
-    return src
-
-
-def _manifest(folder: Path) -> dict:
-    return json.loads((folder / MANIFEST_NAME).read_text())
-
-
 HEADS = {
     "tanh": [(32, 16, "torch.nn.modules.activation.Tanh")],
     "two-layers": [(32, 24, "torch.nn.modules.activation.ReLU"), (24, 8, "torch.nn.modules.linear.Identity")],
@@ -59,11 +47,11 @@ HEADS = {
 @pytest.mark.parametrize("head", list(HEADS), ids=list(HEADS))
 def test_dense_head_matches_sentence_transformers(tiny_src: Path, tmp_path: Path, head: str) -> None:
     pytest.importorskip("sentence_transformers")
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     for i, (n_in, n_out, act) in enumerate(HEADS[head]):
         _add_dense(src, n_in, n_out, act, seed=i)
     out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path
-    m = _manifest(out)
+    m = manifest_of(out)
     dim = HEADS[head][-1][1]
     assert m["dim"] == dim
     # Parity against SentenceTransformer(folder).encode is part of the export: it ran and passed.
@@ -74,7 +62,7 @@ def test_dense_head_matches_sentence_transformers(tiny_src: Path, tmp_path: Path
 def test_int8_keeps_the_dense_head_fp32(tiny_src: Path, tmp_path: Path) -> None:
     import onnx
 
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     _add_dense(src, 32, 16)
     (src / "modules.json").write_text(json.dumps(json.loads((src / "modules.json").read_text()) + [
         {"idx": 3, "name": "3", "path": "3_Normalize",
@@ -98,7 +86,7 @@ REFUSED = {
 @pytest.mark.parametrize("name", list(REFUSED), ids=list(REFUSED))
 def test_dense_settings_we_cannot_reproduce_are_refused(tiny_src: Path, tmp_path: Path, name: str) -> None:
     kwargs, fragment = REFUSED[name]
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     _add_dense(src, **{"in_features": 32, "out_features": 16, **kwargs})
     with pytest.raises(ExportError, match=fragment):
         export_model(str(src), tmp_path / "out", quantize="none", log=_quiet)
@@ -106,7 +94,7 @@ def test_dense_settings_we_cannot_reproduce_are_refused(tiny_src: Path, tmp_path
 
 
 def test_pickled_dense_weights_are_never_loaded(tiny_src: Path, tmp_path: Path) -> None:
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     sub = _add_dense(src, 32, 16)
     (sub / "model.safetensors").unlink()
     (sub / "pytorch_model.bin").write_bytes(b"not to be unpickled")
@@ -118,7 +106,7 @@ def test_dense_weights_of_the_wrong_shape_are_refused(tiny_src: Path, tmp_path: 
     import torch
     from safetensors.torch import save_file
 
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     sub = _add_dense(src, 32, 16)
     save_file({"linear.weight": torch.zeros(16, 30), "linear.bias": torch.zeros(16)}, str(sub / "model.safetensors"))
     with pytest.raises(ExportError, match=r"linear.weight should have shape \(16, 32\), found \(16, 30\)"):
@@ -127,7 +115,7 @@ def test_dense_weights_of_the_wrong_shape_are_refused(tiny_src: Path, tmp_path: 
 
 @pytest.mark.parametrize("order", ["dense-before-pooling", "dense-after-normalize"])
 def test_dense_out_of_place_is_refused(tiny_src: Path, tmp_path: Path, order: str) -> None:
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     _add_dense(src, 32, 16)
     modules = json.loads((src / "modules.json").read_text())
     if order == "dense-before-pooling":

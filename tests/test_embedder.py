@@ -15,6 +15,8 @@ from mstsb_onnx import Embedder, InputError, ModelFolderError
 from mstsb_onnx.export.probes import edge_cases, probe_set
 from mstsb_onnx.manifest import MANIFEST_NAME, Manifest
 
+from conftest import copy_folder
+
 TEXTS = [t for texts in probe_set().values() for t in texts]
 
 
@@ -157,17 +159,13 @@ def test_default_prompt_is_applied(tiny_int8: Path, tmp_path: Path) -> None:
 # --- the model folder ----------------------------------------------------------------------
 
 
-def _copy(src: Path, tmp_path: Path) -> Path:
-    return Path(shutil.copytree(src, tmp_path / "model"))
-
-
 def test_missing_folder(tmp_path: Path) -> None:
     with pytest.raises(ModelFolderError, match="does not exist"):
         Embedder(tmp_path / "nowhere")
 
 
 def test_folder_without_manifest(tiny_int8: Path, tmp_path: Path) -> None:
-    folder = _copy(tiny_int8, tmp_path)
+    folder = copy_folder(tiny_int8, tmp_path / "model")
     (folder / MANIFEST_NAME).unlink()
     with pytest.raises(ModelFolderError, match="no manifest.json"):
         Embedder(folder)
@@ -175,7 +173,7 @@ def test_folder_without_manifest(tiny_int8: Path, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["model.onnx", "model.onnx.data", "tokenizer.json"])
 def test_missing_file_is_named(tiny_int8: Path, tmp_path: Path, name: str) -> None:
-    folder = _copy(tiny_int8, tmp_path)
+    folder = copy_folder(tiny_int8, tmp_path / "model")
     (folder / name).unlink()
     with pytest.raises(ModelFolderError, match=f"{name} is missing"):
         Embedder(folder)
@@ -183,7 +181,7 @@ def test_missing_file_is_named(tiny_int8: Path, tmp_path: Path, name: str) -> No
 
 @pytest.mark.parametrize("name", ["model.onnx", "model.onnx.data", "tokenizer.json"])
 def test_changed_file_is_named(tiny_int8: Path, tmp_path: Path, name: str) -> None:
-    folder = _copy(tiny_int8, tmp_path)
+    folder = copy_folder(tiny_int8, tmp_path / "model")
     with open(folder / name, "ab") as f:
         f.write(b" ")
     with pytest.raises(ModelFolderError, match=f"{name} changed since export"):
@@ -202,7 +200,7 @@ def test_changed_file_is_named(tiny_int8: Path, tmp_path: Path, name: str) -> No
     ids=["no-dim", "format", "pooling", "prompt", "escape"],
 )
 def test_bad_manifest(tiny_int8: Path, tmp_path: Path, edit, fragment: str) -> None:
-    folder = _copy(tiny_int8, tmp_path)
+    folder = copy_folder(tiny_int8, tmp_path / "model")
     doc = json.loads((folder / MANIFEST_NAME).read_text())
     edit(doc)
     (folder / MANIFEST_NAME).write_text(json.dumps(doc))
@@ -211,7 +209,7 @@ def test_bad_manifest(tiny_int8: Path, tmp_path: Path, edit, fragment: str) -> N
 
 
 def test_manifest_not_json(tiny_int8: Path, tmp_path: Path) -> None:
-    folder = _copy(tiny_int8, tmp_path)
+    folder = copy_folder(tiny_int8, tmp_path / "model")
     (folder / MANIFEST_NAME).write_text("{not json")
     with pytest.raises(ModelFolderError, match="not valid JSON"):
         Embedder(folder)
@@ -292,7 +290,7 @@ def test_verify_cached_rehashes_on_stat_change_and_full_always(tiny_int8: Path, 
     import os
 
     monkeypatch.setenv("MSTSB_CACHE", str(tmp_path / "cache"))
-    folder = _copy(tiny_int8, tmp_path)
+    folder = copy_folder(tiny_int8, tmp_path / "model")
     Embedder(folder)  # hashes and remembers size/mtime/inode
     assert list((tmp_path / "cache" / "verified").iterdir())
     target = folder / "tokenizer.json"

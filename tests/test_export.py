@@ -12,20 +12,16 @@ import pytest
 from mstsb_onnx import Embedder, ExportError, ParityError
 from mstsb_onnx.export import export_model, parity
 from mstsb_onnx.export.source import resolve_source
-from mstsb_onnx.manifest import MANIFEST_NAME, sha256_file
+from mstsb_onnx.manifest import sha256_file
 
-from conftest import _quiet, tiny_lines
-
-
-def _manifest(folder: Path) -> dict:
-    return json.loads((folder / MANIFEST_NAME).read_text())
+from conftest import _quiet, copy_folder, manifest_of, tiny_lines
 
 
 @pytest.mark.parametrize("mode", ["int8", "none"])
-def test_folder_and_manifest(tiny_int8: Path, tiny_fp32: Path, mode: str) -> None:
+def test_folder_andmanifest_of(tiny_int8: Path, tiny_fp32: Path, mode: str) -> None:
     folder = tiny_int8 if mode == "int8" else tiny_fp32
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"]
-    m = _manifest(folder)
+    m = manifest_of(folder)
     assert m["dim"] == 32 and m["max_seq_length"] == 128 and m["pooling"] == "mean"
     assert m["quantization"]["mode"] == mode
     for name, digest in m["files"].items():
@@ -65,7 +61,7 @@ def test_plain_transformers_checkpoint_gets_card_defaults(tiny_src: Path, tmp_pa
     src = resolve_source(str(plain))
     assert (src.pooling, src.max_seq_length, src.normalize, src.prompts) == ("mean", 128, False, {})
     out = export_model(str(plain), tmp_path / "out", quantize="none", log=_quiet).path
-    assert _manifest(out)["source"]["sentence_transformers"] is False
+    assert manifest_of(out)["source"]["sentence_transformers"] is False
 
 
 VARIANTS = {
@@ -88,7 +84,7 @@ def test_sentence_transformers_settings_are_followed(variant: str, tmp_path_fact
     root = tmp_path_factory.mktemp(variant)
     src = build_tiny_xlmr(root / "src", tiny_lines(), **VARIANTS[variant])
     out = export_model(str(src), root / "out", quantize="none", log=_quiet).path
-    m = _manifest(out)
+    m = manifest_of(out)
     against = [r["against"] for r in m["parity"]["model"]]
     assert "sentence-transformers" in against
     expected = {**dict(pooling="mean", normalize=False, max_seq_length=128), **VARIANTS[variant]}
@@ -116,8 +112,7 @@ def test_sentence_transformers_settings_are_followed(variant: str, tmp_path_fact
     ids=["dense-without-files", "concatenated-pooling", "lowercase", "no-config"],
 )
 def test_unsupported_sources_are_refused(tiny_src: Path, tmp_path: Path, edit, fragment: str) -> None:
-    src = tmp_path / "src"
-    shutil.copytree(tiny_src, src)
+    src = copy_folder(tiny_src, tmp_path / "src")
     edit(src)
     with pytest.raises(ExportError, match=fragment):
         export_model(str(src), tmp_path / "out", log=_quiet)
@@ -179,7 +174,7 @@ def test_int8_falls_back_to_the_accurate_recipe(tiny_src: Path, tmp_path: Path, 
 
     monkeypatch.setattr(parity, "check_against", first_int8_check_fails)
     out = export_model(str(tiny_src), tmp_path / "out", log=_quiet).path
-    q = _manifest(out)["quantization"]
+    q = manifest_of(out)["quantization"]
     assert len(int8_checks) == 2
     assert q["recipe"]["name"] == "fp32-down"
     assert q["rejected_recipes"] == [{"recipe": "smooth-outliers", "failures": [injected]}]
@@ -188,7 +183,7 @@ def test_int8_falls_back_to_the_accurate_recipe(tiny_src: Path, tmp_path: Path, 
 
 
 def test_default_recipe_quantizes_down_projections(tiny_int8: Path) -> None:
-    q = _manifest(tiny_int8)["quantization"]
+    q = manifest_of(tiny_int8)["quantization"]
     assert q["recipe"]["name"] == "smooth-outliers" and q["rejected_recipes"] == []
     assert _down_projections(tiny_int8) == (0, 2)
 
@@ -223,7 +218,7 @@ def test_force_replaces_atomically(tiny_src: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     export_model(str(tiny_src), out, quantize="none", log=_quiet)
     export_model(str(tiny_src), out, quantize="int8", force=True, log=_quiet)
-    assert _manifest(out)["quantization"]["mode"] == "int8"
+    assert manifest_of(out)["quantization"]["mode"] == "int8"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
@@ -243,7 +238,7 @@ def test_bert_family_checkpoint_exports(tmp_path: Path) -> None:
                         intermediate_size=64, max_position_embeddings=128)
     BertModel(config).save_pretrained(str(src))
     out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path
-    m = _manifest(out)
+    m = manifest_of(out)
     assert m["pad_token_id"] == 0 and m["max_seq_length"] == 128
     assert m["parity"]["model"][0]["max_abs_diff"] <= parity.FP32_MAX_ABS_DIFF
     assert Embedder(out).encode(["hello world", "naïve café"]).shape == (2, 32)
@@ -262,8 +257,7 @@ class _Tripwire:
 def test_pickled_weights_are_refused_never_unpickled(tiny_src: Path, tmp_path: Path) -> None:
     import pickle
 
-    src = tmp_path / "src"
-    shutil.copytree(tiny_src, src)
+    src = copy_folder(tiny_src, tmp_path / "src")
     (src / "model.safetensors").unlink()
     tripwire = tmp_path / "unpickled"
     (src / "pytorch_model.bin").write_bytes(pickle.dumps(_Tripwire(tripwire)))

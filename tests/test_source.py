@@ -8,7 +8,6 @@ export with the settings the library itself would use.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,8 @@ import pytest
 from mstsb_onnx import ExportError
 from mstsb_onnx.export import export_model
 from mstsb_onnx.export.source import resolve_source
-from mstsb_onnx.manifest import MANIFEST_NAME
 
-from conftest import _quiet, tiny_lines
-
-
-def _copy(tiny_src: Path, tmp_path: Path) -> Path:
-    src = tmp_path / "src"
-    shutil.copytree(tiny_src, src)
-    return src
+from conftest import _quiet, copy_folder, manifest_of, tiny_lines
 
 
 def _edit_json(path: Path, **changes: object) -> None:
@@ -52,7 +44,7 @@ MODULE_PATHS = {
 
 @pytest.mark.parametrize("paths", list(MODULE_PATHS.values()), ids=list(MODULE_PATHS))
 def test_module_paths_of_every_version_are_read(tiny_src: Path, tmp_path: Path, paths: tuple[str, ...]) -> None:
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     (src / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": paths[0]},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": paths[1]},
@@ -73,7 +65,7 @@ def test_module_paths_of_every_version_are_read(tiny_src: Path, tmp_path: Path, 
     ids=["legacy-cls", "legacy-none-set", "5.x-name", "5.x-list-of-one"],
 )
 def test_pooling_config_forms(tiny_src: Path, tmp_path: Path, config: dict, expected: str) -> None:
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     (src / "1_Pooling" / "config.json").write_text(json.dumps(config))
     assert resolve_source(str(src)).pooling == expected
 
@@ -90,14 +82,14 @@ REFUSED = {
 @pytest.mark.parametrize("name", list(REFUSED), ids=list(REFUSED))
 def test_unsupported_settings_are_refused_by_name(tiny_src: Path, tmp_path: Path, name: str) -> None:
     file, changes, fragment = REFUSED[name]
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     _edit_json(src / file, **changes)
     with pytest.raises(ExportError, match=fragment):
         resolve_source(str(src))
 
 
 def test_module_outside_sentence_transformers_is_refused(tiny_src: Path, tmp_path: Path) -> None:
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     modules = json.loads((src / "modules.json").read_text())
     modules[1]["type"] = "my_package.Pooling"  # same class name, not the library's: never imported
     (src / "modules.json").write_text(json.dumps(modules))
@@ -113,7 +105,7 @@ def test_module_outside_sentence_transformers_is_refused(tiny_src: Path, tmp_pat
 def test_max_seq_length_from_the_tokenizer_when_sentence_bert_config_has_none(
     tiny_src: Path, tmp_path: Path, model_max_length: int, expected: int
 ) -> None:
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     _edit_json(src / "sentence_bert_config.json", max_seq_length=None)
     _edit_json(src / "tokenizer_config.json", model_max_length=model_max_length)
     assert resolve_source(str(src)).max_seq_length == expected
@@ -122,12 +114,12 @@ def test_max_seq_length_from_the_tokenizer_when_sentence_bert_config_has_none(
 def test_tokenizer_limit_past_the_usable_positions_is_cut_to_them(tiny_src: Path, tmp_path: Path) -> None:
     """sentence-transformers caps at max_position_embeddings (514 for XLM-R), which counts the two
     rows below padding_idx + 1 that no token can use; the export cuts to 512 and says so."""
-    src = _copy(tiny_src, tmp_path)
+    src = copy_folder(tiny_src, tmp_path / "src")
     _edit_json(src / "sentence_bert_config.json", max_seq_length=None)
     _edit_json(src / "tokenizer_config.json", model_max_length=int(1e30))
     said: list[str] = []
     out = export_model(str(src), tmp_path / "out", quantize="none", log=lambda *a, **k: said.append(" ".join(map(str, a)))).path
-    assert json.loads((out / MANIFEST_NAME).read_text())["max_seq_length"] == 512
+    assert manifest_of(out)["max_seq_length"] == 512
     assert any("cut to the 512 positions" in line for line in said)
 
 
@@ -147,7 +139,7 @@ def test_default_max_seq_length_is_cut_to_a_short_position_table(tmp_path: Path)
         vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
         max_position_embeddings=64)).save_pretrained(str(src))
     out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path
-    assert json.loads((out / MANIFEST_NAME).read_text())["max_seq_length"] == 64
+    assert manifest_of(out)["max_seq_length"] == 64
 
 
 def test_max_seq_length_beyond_the_position_table_is_a_clear_error(tiny_src: Path, tmp_path: Path) -> None:
@@ -160,7 +152,7 @@ def test_max_seq_length_beyond_the_position_table_is_a_clear_error(tiny_src: Pat
 def test_max_seq_length_override_applies_to_the_sentence_transformers_reference(tiny_src: Path, tmp_path: Path) -> None:
     pytest.importorskip("sentence_transformers")
     out = export_model(str(tiny_src), tmp_path / "out", quantize="none", max_seq_length=512, log=_quiet).path
-    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest = manifest_of(out)
     assert manifest["max_seq_length"] == 512
     assert "sentence-transformers" in [r["against"] for r in manifest["parity"]["model"]]
 
@@ -181,7 +173,7 @@ def test_folder_saved_by_sentence_transformers_5_exports(variant: str, tmp_path:
     saved = tmp_path / "saved"
     st.SentenceTransformer(str(legacy), device="cpu").save(str(saved))
     out = export_model(str(saved), tmp_path / "out", quantize="none", log=_quiet).path
-    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest = manifest_of(out)
     expected = {**dict(pooling="mean", normalize=False, max_seq_length=128), **ST5_VARIANTS[variant]}
     assert {k: manifest[k] for k in expected} == expected
     assert "sentence-transformers" in [r["against"] for r in manifest["parity"]["model"]]
