@@ -209,7 +209,9 @@ def _read_sentence_transformers(src: SourceModel) -> None:
     pooling_seen = False
     for module in modules:
         kind = _module_kind(str(module.get("type", "")))
-        sub = root / str(module.get("path", ""))
+        sub = (root / str(module.get("path", ""))).resolve()
+        if sub != root.resolve() and root.resolve() not in sub.parents:
+            raise ExportError(f"{root / 'modules.json'}: module path {module.get('path')!r} leads outside the folder")
         if kind == "Transformer":
             src.model_dir = sub
             bert_cfg = sub / "sentence_bert_config.json"

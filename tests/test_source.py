@@ -88,6 +88,15 @@ def test_unsupported_settings_are_refused_by_name(tiny_src: Path, tmp_path: Path
         resolve_source(str(src))
 
 
+def test_module_path_outside_the_folder_is_refused(tiny_src: Path, tmp_path: Path) -> None:
+    src = copy_folder(tiny_src, tmp_path / "src")
+    modules = json.loads((src / "modules.json").read_text())
+    modules[1]["path"] = "../elsewhere"
+    (src / "modules.json").write_text(json.dumps(modules))
+    with pytest.raises(ExportError, match="leads outside the folder"):
+        resolve_source(str(src))
+
+
 def test_module_outside_sentence_transformers_is_refused(tiny_src: Path, tmp_path: Path) -> None:
     src = copy_folder(tiny_src, tmp_path / "src")
     modules = json.loads((src / "modules.json").read_text())
