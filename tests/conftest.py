@@ -34,6 +34,26 @@ def manifest_of(folder: Path) -> dict:
     return json.loads((folder / "manifest.json").read_text())
 
 
+_LETTERS = "abcdefghijklmnopqrstuvwxyz"
+# A tiny WordPiece vocabulary; configs for build_wordpiece_checkpoint take its length as vocab_size.
+WORDPIECE_VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *_LETTERS, *("##" + c for c in _LETTERS),
+                   "hello", "world"]
+
+
+def build_wordpiece_checkpoint(folder: Path, config: object) -> Path:
+    """A plain transformers checkpoint: ``AutoModel.from_config(config)`` (seed 0) and a WordPiece
+    tokenizer over ``WORDPIECE_VOCAB`` -- for encoder families other than the tiny XLM-R."""
+    import torch
+    import transformers
+
+    folder.mkdir(parents=True)
+    (folder / "vocab.txt").write_text("\n".join(WORDPIECE_VOCAB), encoding="utf-8")
+    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(str(folder))
+    torch.manual_seed(0)
+    transformers.AutoModel.from_config(config).save_pretrained(str(folder))
+    return folder
+
+
 def tiny_lines() -> list[str]:
     from mstsb_onnx.export.probes import edge_cases, probe_set
 

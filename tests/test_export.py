@@ -14,7 +14,7 @@ from mstsb_onnx.export import export_model, parity
 from mstsb_onnx.export.source import resolve_source
 from mstsb_onnx.manifest import sha256_file
 
-from conftest import _quiet, copy_folder, manifest_of, tiny_lines
+from conftest import WORDPIECE_VOCAB, _quiet, build_wordpiece_checkpoint, copy_folder, manifest_of, tiny_lines
 
 
 @pytest.mark.parametrize("mode", ["int8", "none"])
@@ -224,19 +224,11 @@ def test_force_replaces_atomically(tiny_src: Path, tmp_path: Path) -> None:
 
 def test_bert_family_checkpoint_exports(tmp_path: Path) -> None:
     """Not only XLM-R: a BERT checkpoint with a WordPiece tokenizer and pad id 0 exports and matches."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from transformers import BertConfig
 
-    src = tmp_path / "bert"
-    src.mkdir()
-    letters = "abcdefghijklmnopqrstuvwxyz"
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *letters, *("##" + c for c in letters), "hello", "world"]
-    (src / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(src / "vocab.txt")).save_pretrained(str(src))
-    torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                        intermediate_size=64, max_position_embeddings=128)
-    BertModel(config).save_pretrained(str(src))
+    src = build_wordpiece_checkpoint(tmp_path / "bert", BertConfig(
+        vocab_size=len(WORDPIECE_VOCAB), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128))
     out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path
     m = manifest_of(out)
     assert m["pad_token_id"] == 0 and m["max_seq_length"] == 128

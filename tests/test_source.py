@@ -16,7 +16,7 @@ from mstsb_onnx import ExportError
 from mstsb_onnx.export import export_model
 from mstsb_onnx.export.source import resolve_source
 
-from conftest import _quiet, copy_folder, manifest_of, tiny_lines
+from conftest import WORDPIECE_VOCAB, _quiet, build_wordpiece_checkpoint, copy_folder, manifest_of, tiny_lines
 
 
 def _edit_json(path: Path, **changes: object) -> None:
@@ -134,19 +134,11 @@ def test_tokenizer_limit_past_the_usable_positions_is_cut_to_them(tiny_src: Path
 
 def test_default_max_seq_length_is_cut_to_a_short_position_table(tmp_path: Path) -> None:
     """A plain checkpoint gets the card's 128, unless its table is shorter (not asked for: cut)."""
-    import torch
-    import transformers
-    from transformers import BertTokenizerFast
+    from transformers import BertConfig
 
-    src = tmp_path / "bert64"
-    src.mkdir()
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz"]
-    (src / "vocab.txt").write_text("\n".join(vocab), encoding="utf-8")
-    BertTokenizerFast(vocab_file=str(src / "vocab.txt")).save_pretrained(str(src))
-    torch.manual_seed(0)
-    transformers.BertModel(transformers.BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=64)).save_pretrained(str(src))
+    src = build_wordpiece_checkpoint(tmp_path / "bert64", BertConfig(
+        vocab_size=len(WORDPIECE_VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64))
     out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path
     assert manifest_of(out)["max_seq_length"] == 64
 
