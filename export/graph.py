@@ -27,7 +27,7 @@ INPUT_NAMES = ["input_ids", "attention_mask"]
 OUTPUT_NAME = "sentence_embedding"
 LAYOUTS = ("auto", "sequence-first", "batch-first")
 DENSE_SCOPE = "st_dense"  # the attribute holding the Dense modules, hence their node names' scope
-DENSE_NODES = rf"^/{DENSE_SCOPE}/"  # what the int8 pass keeps fp32
+DENSE_NODES = rf"^/{DENSE_SCOPE}/"  # the pipeline keeps these fp32 (not smoothed, not quantized)
 
 
 def load_encoder(src: SourceModel):

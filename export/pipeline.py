@@ -138,8 +138,7 @@ def _quantize(recipe: Recipe, work: Path, out: Path, calibration: Iterator[dict[
     skip = dense + (down_projections(graph) if recipe.fp32_down else [])
     smooth = smooth_graph(work / "fp32.onnx", work / "smooth.onnx", calibration, alpha=recipe.alpha,
                           outliers=recipe.outliers, skip=skip)
-    exclude = (*DEFAULT_QUANT.exclude, DENSE_NODES, *(f"^{re.escape(n)}$" for n in skip))
-    config = replace(DEFAULT_QUANT, exclude=exclude)
+    config = replace(DEFAULT_QUANT, exclude=DEFAULT_QUANT.exclude + tuple(f"^{re.escape(n)}$" for n in skip))
     q = quantize_int8(work / "smooth.onnx", out, config)
     return {"mode": "int8", "recipe": asdict(recipe), **config.to_dict(), "smoothing": smooth, **q}
 
