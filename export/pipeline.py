@@ -112,7 +112,8 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
     return {
         "format": FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"model_id": src.model_id, "revision": src.revision, "sentence_transformers": src.sentence_transformers},
+        "source": {"model_id": src.model_id, "revision": src.revision, "sentence_transformers": src.sentence_transformers,
+                   **({"revision_note": src.revision_note} if src.revision_note else {})},
         "dim": info["dim"],
         "max_seq_length": src.max_seq_length,
         "pooling": src.pooling,
@@ -207,6 +208,8 @@ def export_model(
     if output.exists() and not force:
         raise ExportError(f"{output} already exists; pass --force to replace it")
     src = resolve_source(source, revision=revision, max_seq_length=max_seq_length)
+    if src.revision_note:
+        log(f"revision: {src.revision_note}")
     log(f"source: {src.model_id} ({'sentence-transformers' if src.sentence_transformers else 'transformers'} "
         f"folder; pooling={src.pooling}, max_seq_length={src.max_seq_length}, normalize={src.normalize}, "
         f"default prompt={src.default_prompt!r})")

@@ -15,12 +15,12 @@ It reads JSON only; it never loads weights or runs code from the folder.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mstsb_onnx.errors import ExportError
+from mstsb_onnx.export import hub
 from mstsb_onnx.manifest import POOLING_MODES
 
 DEFAULT_MAX_SEQ_LENGTH = 128
@@ -67,6 +67,7 @@ class SourceModel:
     root: Path  # the folder the user named (differs from model_dir for ST folders with 0_Transformer/)
     revision: str | None
     sentence_transformers: bool
+    revision_note: str = ""  # why the revision is not the one asked for (hub.Snapshot.note)
     max_seq_length: int = DEFAULT_MAX_SEQ_LENGTH
     # Where max_seq_length came from: "default", "sentence_bert_config.json",
     # "tokenizer_config.json" (sentence-transformers 5) or "the max_seq_length option".
@@ -87,35 +88,6 @@ def _read_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ExportError(f"could not read {path}: {e}") from e
-
-
-def _download(model_id: str, revision: str | None) -> Path:
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError as e:
-        raise ExportError("huggingface_hub is needed to download models: pip install \"mstsb-onnx[export]\"") from e
-    try:
-        return Path(
-            snapshot_download(
-                repo_id=model_id,
-                revision=revision,
-                # Weights as safetensors (never pickles), plus configs and tokenizer files, in the
-                # root or in module folders (the hub's patterns let "*" cross "/").
-                allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"],
-            )
-        )
-    except Exception as e:  # the hub client raises many unrelated types for "unreachable"
-        raise ExportError(
-            f"could not download {model_id!r} from the Hugging Face hub ({type(e).__name__}: {e}); "
-            "check the id and your network, or pass a local folder"
-        ) from e
-
-
-def _revision_of(path: Path) -> str | None:
-    """The commit hash when ``path`` is a hub cache snapshot (.../snapshots/<sha>)."""
-    if path.parent.name == "snapshots" and re.fullmatch(r"[0-9a-f]{40}", path.name):
-        return path.name
-    return None
 
 
 def _pooling_mode(config: dict[str, Any], where: Path) -> str:
@@ -258,6 +230,7 @@ def _read_sentence_transformers(src: SourceModel) -> None:
 def resolve_source(source: str, revision: str | None = None, max_seq_length: int | None = None) -> SourceModel:
     """Find the model's files (downloading a hub id) and read how it embeds."""
     path = Path(source).expanduser()
+    revision_note = ""
     if path.is_dir():
         root = path.resolve()
     elif path.exists():
@@ -265,12 +238,14 @@ def resolve_source(source: str, revision: str | None = None, max_seq_length: int
     elif source.startswith((".", "/", "~")) or source.count("/") > 1:
         raise ExportError(f"model folder {source} does not exist")
     else:
-        root = _download(source, revision)
+        snapshot = hub.download(source, revision)
+        root, revision_note = snapshot.path, snapshot.note
     src = SourceModel(
         model_id=source if not path.is_dir() else str(root),
         model_dir=root,
         root=root,
-        revision=_revision_of(root),
+        revision=hub.revision_of(root),
+        revision_note=revision_note,
         sentence_transformers=(root / "modules.json").is_file(),
     )
     if src.sentence_transformers:
