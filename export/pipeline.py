@@ -86,11 +86,26 @@ def _versions() -> dict[str, str]:
     return out
 
 
+# Files transformers builds a tokenizer from (fast: tokenizer.json; slow: the rest).
+TOKENIZER_SOURCES = ("tokenizer.json", "sentencepiece.bpe.model", "spiece.model", "tokenizer.model", "vocab.txt",
+                     "vocab.json", "merges.txt", "spm.model")
+
+
 def _write_tokenizer(src: SourceModel, out: Path) -> tuple[object, int]:
     """Save the backend of the tokenizer transformers loads: what the reference really uses."""
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
+    found = sorted(p.name for p in src.model_dir.iterdir() if p.name in TOKENIZER_SOURCES)
+    if not found:
+        raise ExportError(f"{src.model_dir}: no tokenizer files (looked for {', '.join(TOKENIZER_SOURCES)}); "
+                          "export a folder saved with its tokenizer (tokenizer.save_pretrained(DIR))")
+    try:
+        tok = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
+    except (OSError, ValueError, ImportError, AttributeError, TypeError) as e:
+        # transformers fails in many ways on tokenizer folders it cannot use (a missing optional
+        # package, a vocabulary file of another tokenizer class); all of them end the export here.
+        raise ExportError(f"{src.model_dir}: transformers could not load the tokenizer from {found} "
+                          f"({type(e).__name__}: {e}); is `pip install \"mstsb-onnx[export]\"` complete?") from e
     if not getattr(tok, "is_fast", False):
         raise ExportError(f"{src.model_dir}: no fast tokenizer could be built (is `tokenizers` installed?)")
     # Compact JSON: half the size of the pretty form (8 vs 16 MB for XLM-R), same tokenizer.

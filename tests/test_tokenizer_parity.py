@@ -54,3 +54,58 @@ def test_ten_thousand_characters_truncate_to_max_length(exported_tokenizer: Path
     ids = Tokenizer.from_file(exported_tokenizer, 128, pad_id=1).encode([EDGE["very_long"]])[0]
     assert len(EDGE["very_long"]) == 10_000
     assert len(ids) == 128 and ids[0] == 0 and ids[-1] == 2
+
+
+def _sentencepiece_only_folder(root: Path) -> Path:
+    """A tiny random XLM-R whose tokenizer is only sentencepiece.bpe.model (no tokenizer.json),
+    as older checkpoints are saved."""
+    import sentencepiece as spm
+    import torch
+    from conftest import tiny_lines
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
+
+    corpus = root / "corpus.txt"
+    corpus.write_text("\n".join(" ".join(t.split()) for t in tiny_lines() if t.strip()), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(root / "sp"), vocab_size=500,
+                                   model_type="unigram", character_coverage=1.0, bos_id=-1, eos_id=-1, unk_id=0,
+                                   pad_id=-1, hard_vocab_limit=False, minloglevel=2)
+    folder = root / "model"
+    tok = XLMRobertaTokenizer(vocab_file=str(root / "sp.model"))
+    tok.save_pretrained(str(folder))
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=64)
+    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(str(folder))
+    assert not (folder / "tokenizer.json").exists() and (folder / "sentencepiece.bpe.model").exists()
+    return folder
+
+
+def test_a_sentencepiece_only_folder_exports_with_token_parity(tmp_path: Path) -> None:
+    """The exporter writes tokenizer.json from the fast tokenizer transformers builds out of the
+    .model file; the export's own id-for-id and vector parity checks must pass."""
+    from conftest import _quiet, manifest_of
+
+    from mstsb_onnx import Embedder
+    from mstsb_onnx.export import export_model
+    from mstsb_onnx.export.reference import TorchReference
+    from mstsb_onnx.export.source import resolve_source
+
+    folder = _sentencepiece_only_folder(tmp_path)
+    out = export_model(str(folder), tmp_path / "out", quantize="none", log=_quiet).path
+    assert (out / "tokenizer.json").is_file() and manifest_of(out)["parity"]["model"]
+    texts = list(EDGE.values()) + [t for _, t in PROBES[:20]]
+    ref = TorchReference(resolve_source(str(folder))).encode(texts, batch_size=8)
+    assert abs(Embedder(out).encode(texts) - ref).max() < 1e-4  # fp32 tolerance of export/parity.py
+
+
+def test_a_folder_without_tokenizer_files_is_refused_by_name(tmp_path: Path, tiny_src: Path) -> None:
+    from conftest import copy_folder
+
+    from mstsb_onnx.errors import ExportError
+    from mstsb_onnx.export import export_model
+
+    folder = copy_folder(tiny_src, tmp_path / "src")
+    (folder / "tokenizer.json").unlink()
+    with pytest.raises(ExportError, match="no tokenizer files .*tokenizer.json.*sentencepiece.bpe.model"):
+        export_model(str(folder), tmp_path / "out", quantize="none")
+    assert not (tmp_path / "out").exists()
