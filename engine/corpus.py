@@ -49,6 +49,8 @@ def _open(path: str) -> BinaryIO:
 
 def _decoded_lines(stream: BinaryIO, bad: list[BadRow]) -> Iterator[tuple[int, str]]:
     for number, raw in enumerate(stream, start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a byte-order mark (spreadsheet and Windows exports) is not text
         try:
             yield number, raw.decode("utf-8")
         except UnicodeDecodeError as e:

@@ -171,3 +171,15 @@ def test_ray_cli_path_matches_single_process(local_ray, tiny_fp32: Path, tmp_pat
     embed_file(Embedder(tiny_fp32, threads=1), str(src), tmp_path / "one.npy", log=io.StringIO())
     assert stats.rows == len(TEXTS)
     np.testing.assert_allclose(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "one.npy"), atol=1e-5)
+
+
+@pytest.mark.parametrize("fmt, suffix", [("text", ".txt"), ("jsonl", ".jsonl"), ("csv", ".csv")], ids=["txt", "jsonl", "csv"])
+def test_a_byte_order_mark_is_not_part_of_the_first_row(emb: Embedder, tmp_path: Path, fmt: str, suffix: str) -> None:
+    plain = _write(tmp_path / f"plain{suffix}", fmt, TEXTS[:3])
+    if fmt == "csv":  # the mark would stick to the first header name: make that the text column
+        plain.write_text("text,id\n" + "".join(f'"{t}",{i}\n' for i, t in enumerate(TEXTS[:3])), encoding="utf-8")
+    marked = tmp_path / f"marked{suffix}"
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    for src in (plain, marked):
+        embed_file(emb, str(src), tmp_path / f"{src.stem}.npy", log=io.StringIO())
+    np.testing.assert_array_equal(np.load(tmp_path / "marked.npy"), np.load(tmp_path / "plain.npy"))
