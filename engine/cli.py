@@ -137,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quantize", choices=["int8", "none"], default="int8", help="int8 dynamic (default) or none (fp32)")
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")
     e.add_argument("--max-seq-length", type=int, help="override the source's max_seq_length (default: its own, or 128)")
-    e.add_argument("--force", action="store_true", help="replace an existing output folder")
+    e.add_argument("--force", action="store_true",
+                   help="replace an earlier export at OUTPUT (only a folder this tool wrote, or an empty one)")
     e.add_argument("--threads", type=int, help="threads for the parity runs (default: available cores)")
     # Choices are checked by export_model: importing the export package here would break the slim CLI.
     e.add_argument("--int8-recipe", default="auto", metavar="NAME",

@@ -178,10 +178,32 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _check_replaceable(output: Path, force: bool) -> None:
+    """``--force`` replaces an earlier export or an empty folder, never anything else.
+
+    The output is removed on replace, so a typo (the source folder, a home directory, a file)
+    must not be: only what this tool wrote, known by its manifest's format, is fair game.
+    """
+    if not output.exists() and not output.is_symlink():
+        return
+    if not force:
+        raise ExportError(f"{output} already exists; pass --force to replace it")
+    if output.is_dir() and not output.is_symlink():
+        if not any(output.iterdir()):
+            return
+        try:
+            if json.loads((output / MANIFEST_NAME).read_text(encoding="utf-8")).get("format") == FORMAT:
+                return
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            pass  # no readable manifest of ours: not an export, refused below
+    raise ExportError(f"{output} exists and is not a folder written by mstsb-onnx export (no {MANIFEST_NAME} "
+                      f"of format {FORMAT!r}); --force replaces only earlier exports and empty folders -- "
+                      "pick another output or remove it yourself")
+
+
 def _move_into_place(tmp: Path, output: Path, force: bool) -> None:
     if output.exists():
-        if not force:
-            raise ExportError(f"{output} already exists; pass --force to replace it")
+        _check_replaceable(output, force)
         old = output.with_name(f".{output.name}.old-{os.getpid()}")
         os.replace(output, old)
         os.replace(tmp, output)
@@ -220,8 +242,7 @@ def export_model(
 
     hf_logging.set_verbosity_error()
     output = Path(output).expanduser().resolve()
-    if output.exists() and not force:
-        raise ExportError(f"{output} already exists; pass --force to replace it")
+    _check_replaceable(output, force)
     src = resolve_source(source, revision=revision, max_seq_length=max_seq_length)
     if src.revision_note:
         log(f"revision: {src.revision_note}")

@@ -222,6 +222,29 @@ def test_force_replaces_atomically(tiny_src: Path, tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
 
 
+@pytest.mark.parametrize("target", ["source-folder", "other-folder", "file"])
+def test_force_never_replaces_what_export_did_not_write(tiny_src: Path, tmp_path: Path, target: str) -> None:
+    """--force removes the old output, so a mistyped -o (the source, a home folder, a file) is refused."""
+    out = {"source-folder": copy_folder(tiny_src, tmp_path / "src"), "other-folder": tmp_path / "notes",
+           "file": tmp_path / "notes.txt"}[target]
+    if target == "other-folder":
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    elif target == "file":
+        out.write_text("mine")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    with pytest.raises(ExportError, match="not a folder written by mstsb-onnx export"):
+        export_model(str(copy_folder(tiny_src, tmp_path / "src2")), out, quantize="none", force=True, log=_quiet)
+    assert (out / "config.json").is_file() if target == "source-folder" else out.exists()
+    assert [p for p in before if not (tmp_path / p).exists()] == []
+
+
+def test_force_fills_an_empty_folder(tiny_src: Path, tmp_path: Path) -> None:
+    (tmp_path / "out").mkdir()
+    export_model(str(tiny_src), tmp_path / "out", quantize="none", force=True, log=_quiet)
+    assert manifest_of(tmp_path / "out")["quantization"]["mode"] == "none"
+
+
 def test_bert_family_checkpoint_exports(tmp_path: Path) -> None:
     """Not only XLM-R: a BERT checkpoint with a WordPiece tokenizer and pad id 0 exports and matches."""
     from transformers import BertConfig
