@@ -127,7 +127,8 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
     return {
         "format": FORMAT,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "source": {"model_id": src.model_id, "revision": src.revision, "sentence_transformers": src.sentence_transformers,
+        "source": {"model_id": src.model_id, "revision": src.revision,
+                   "sentence_transformers": src.sentence_transformers,
                    **({"revision_note": src.revision_note} if src.revision_note else {})},
         "dim": info["dim"],
         "max_seq_length": src.max_seq_length,

@@ -115,8 +115,8 @@ def test_pickle_only_repository_takes_the_bots_conversion(fake_hub: FakeHub) -> 
 )
 def test_pull_requests_that_are_not_the_bots_open_conversion_are_refused(fake_hub: FakeHub, pr: _Discussion) -> None:
     fake_hub.discussions = [pr]
-    with pytest.raises(ExportError, match=r"pickled weights without a safetensors copy \(pytorch_model\.bin\), which are "
-                                          r"never loaded.*safe_serialization"):
+    with pytest.raises(ExportError, match=r"pickled weights without a safetensors copy \(pytorch_model\.bin\), "
+                                          r"which are never loaded.*safe_serialization"):
         download("someone/model")
     assert ("snapshot", "refs/pr/3") not in fake_hub.calls
 
@@ -129,7 +129,9 @@ def test_a_conversion_of_an_older_head_is_refused(fake_hub: FakeHub) -> None:
 
 def test_an_explicit_revision_without_safetensors_is_not_replaced(fake_hub: FakeHub) -> None:
     fake_hub.branches["v1"] = fake_hub.branches["main"]
-    with pytest.raises(ExportError, match=r"someone/model, revision 'v1': pickled .*\(pytorch_model.bin\), which are never loaded; convert"):
+    with pytest.raises(ExportError,
+                       match=r"someone/model, revision 'v1': pickled .*\(pytorch_model.bin\), "
+                             r"which are never loaded; convert"):
         download("someone/model", revision="v1")
     assert ("discussions", None) not in fake_hub.calls
 

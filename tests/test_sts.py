@@ -40,13 +40,15 @@ def write_csv(path: Path, rows: list[tuple], header: tuple[str, ...] = sts.COLUM
 def test_reader_groups_pairs_by_task(tmp_path: Path, encoding: str) -> None:
     tasks = sts.read_sts_csv(write_csv(tmp_path / "d.csv", ROWS, encoding=encoding))
     assert list(tasks) == ["en;en", "de;de", "en;de"]
-    assert [p.idx for p in tasks["de;de"]] == [0, 2, 4] and tasks["en;de"][0].sentence2 == "Ein Mann spielt die Gitarre."
+    assert [p.idx for p in tasks["de;de"]] == [0, 2, 4]
+    assert tasks["en;de"][0].sentence2 == "Ein Mann spielt die Gitarre."
 
 
 @pytest.mark.parametrize(
     ("rows", "header", "message"),
     [
-        pytest.param(ROWS, ("task", "idx", "sentence1", "sentence2"), r"missing column\(s\) \['score'\]", id="no-score"),
+        pytest.param(ROWS, ("task", "idx", "sentence1", "sentence2"), r"missing column\(s\) \['score'\]",
+                     id="no-score"),
         pytest.param([("en;en", 0, "a", "b", "high")], sts.COLUMNS, "line 2: bad idx or score", id="score-not-number"),
         pytest.param([("en;en", 0, "a", "b", "nan")], sts.COLUMNS, "line 2: task must be 'xx;yy' and score finite",
                      id="score-nan"),
