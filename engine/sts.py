@@ -34,7 +34,8 @@ def read_sts_csv(path: Path) -> dict[str, list[Pair]]:
     """Task -> pairs, in file order. Errors name the line that is wrong."""
     tasks: dict[str, list[Pair]] = {}
     try:
-        with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: a BOM (spreadsheet exports) is not part of the header
+        # utf-8-sig: a byte-order mark (spreadsheet exports) is not part of the first column's name.
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
