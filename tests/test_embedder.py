@@ -66,6 +66,15 @@ def test_int8_batch_composition_changes_vectors_only_slightly(emb: Embedder, bat
     assert _min_cos(batched, single) > 0.9999
 
 
+def test_int8_batch_size_one_is_independent_of_batch_mates(emb: Embedder) -> None:
+    # What the README offers for caches and deduplication: bit-identical vectors whatever the
+    # other texts of the call and their order.
+    texts = TEXTS[::7]
+    alone = np.stack([emb.encode(t) for t in texts])
+    np.testing.assert_array_equal(emb.encode(texts, batch_size=1), alone)
+    np.testing.assert_array_equal(emb.encode(texts[::-1] + TEXTS[:5], batch_size=1)[: len(texts)][::-1], alone)
+
+
 def test_token_budget_batches_give_same_vectors(tiny_fp32: Path) -> None:
     plain = Embedder(tiny_fp32, threads=1).encode(TEXTS)
     budgeted = Embedder(tiny_fp32, threads=1, max_batch_tokens=64).encode(TEXTS)
