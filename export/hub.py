@@ -11,6 +11,7 @@ without such a pull request it stops with an error that says how to convert the 
 
 from __future__ import annotations
 
+import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -24,6 +25,8 @@ from mstsb_onnx.errors import ExportError
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 CONVERSION_BOT = "SFconvertbot"
 CONVERSION_TITLE = "Adding `safetensors` variant of this model"
+# What transformers and sentence-transformers name pickled weights (a whole model or its shards).
+_PICKLED_WEIGHTS = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin")
 
 
 @dataclass(frozen=True)
@@ -84,22 +87,35 @@ def _has_safetensors(path: Path) -> bool:
 
 
 def _missing(path: Path, pickled: list[str]) -> list[str]:
-    """The pickled weight files with no safetensors file in their folder of the snapshot.
+    """The pickled weight files the export would need, with no safetensors file beside them.
 
     Per folder, because a sentence-transformers repo may have converted its transformer and not its
-    Dense module (2_Dense/pytorch_model.bin), or the other way round.
+    Dense module (2_Dense/pytorch_model.bin), or the other way round. Only the root and the module
+    folders named in modules.json count: a training checkpoint folder kept in the repo does not.
     """
-    have = {p.parent.relative_to(path).as_posix() for p in path.rglob("*.safetensors")}
-    return [f for f in pickled if (posixpath.dirname(f) or ".") not in have]
+    needed = _module_dirs(path) - {p.parent.relative_to(path).as_posix() for p in path.rglob("*.safetensors")}
+    return [f for f in pickled if (posixpath.dirname(f) or ".") in needed]
+
+
+def _module_dirs(path: Path) -> set[str]:
+    dirs = {"."}
+    try:
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return dirs  # not a sentence-transformers repo (or a broken one, which source.py reports)
+    if isinstance(modules, list):
+        dirs |= {posixpath.normpath(m["path"] or ".") for m in modules
+                 if isinstance(m, dict) and isinstance(m.get("path"), str)}
+    return dirs
 
 
 def _pickled_files(hub: Any, model_id: str, revision: str | None) -> list[str]:
-    """The repository's pickled weight files, for the error message; [] when it cannot be listed."""
+    """The repository's pickled model weights (pytorch_model.bin and its shards); [] when it cannot be listed."""
     try:
         files = hub.HfApi().list_repo_files(model_id, revision=revision)
     except Exception:  # only decorates a message; the download above already reached the hub
         return []
-    return sorted(f for f in files if f.endswith((".bin", ".pt", ".pth", ".ckpt", ".pkl")))
+    return sorted(f for f in files if _PICKLED_WEIGHTS.fullmatch(posixpath.basename(f)))
 
 
 def _conversion_pr(hub: Any, model_id: str) -> str | None:

@@ -4,6 +4,7 @@ repositories that hold only pickled weights (export/hub.py)."""
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -150,6 +151,9 @@ def test_a_dense_module_left_pickled_is_not_taken_for_converted(fake_hub: FakeHu
     main = fake_hub.branches["main"]
     main["model.safetensors"] = fake_hub.branches["refs/pr/3"]["model.safetensors"]
     main["2_Dense/pytorch_model.bin"] = b"not loaded"
+    modules = json.loads(main["modules.json"])
+    main["modules.json"] = json.dumps(modules + [{"idx": len(modules), "name": str(len(modules)), "path": "2_Dense",
+                                                  "type": "sentence_transformers.models.Dense"}]).encode()
     fake_hub.discussions = []
     with pytest.raises(ExportError, match=r"\(2_Dense/pytorch_model.bin\).*no open safetensors conversion"):
         download("someone/model")
@@ -160,3 +164,13 @@ def test_no_weights_at_all_is_said_plainly(fake_hub: FakeHub) -> None:
     fake_hub.discussions = []
     with pytest.raises(ExportError, match="someone/model, the default branch: no safetensors weights;"):
         download("someone/model")
+
+
+def test_pickles_outside_the_model_folders_do_not_block(fake_hub: FakeHub) -> None:
+    """Training checkpoints kept in a repo (checkpoint-500/pytorch_model.bin) are not the model."""
+    main = fake_hub.branches["main"]
+    main["model.safetensors"] = fake_hub.branches["refs/pr/3"]["model.safetensors"]
+    del main["pytorch_model.bin"]
+    main["checkpoint-500/pytorch_model.bin"] = b"not loaded"
+    snap = download("someone/model")
+    assert snap.note == "" and not (snap.path / "checkpoint-500").exists()
