@@ -58,6 +58,24 @@ def _chunks(rows: Iterable[Row | BadRow], size: int, on_error: str, stats: Embed
         yield chunk
 
 
+def _embeddable(embedder: Embedder, chunk: list[Row], on_error: str, stats: EmbedStats,
+                log: TextIO) -> tuple[list[Row], list[list[int]]]:
+    """Tokenize a chunk; rows the model cannot embed (Embedder.unembeddable) go as bad rows do."""
+    kept: list[Row] = []
+    seqs: list[list[int]] = []
+    for row, seq in zip(chunk, embedder.tokenize([r.text for r in chunk])):
+        why = embedder.unembeddable(seq)
+        if why is None:
+            kept.append(row)
+            seqs.append(seq)
+        elif on_error == "fail":
+            raise InputError(f"line {row.id} {why} (pass --on-error skip to leave such rows out)")
+        else:
+            stats.skipped += 1
+            print(f"skipped line {row.id}: {why}", file=log)
+    return kept, seqs
+
+
 def embed_file(embedder: Embedder, source: str, output: Path, fmt: str | None = None, field: str = "text",
                on_error: str = "fail", chunk_size: int = 4096, batch_size: int = 32, normalize: bool = False,
                log: TextIO | None = None) -> EmbedStats:
@@ -68,8 +86,11 @@ def embed_file(embedder: Embedder, source: str, output: Path, fmt: str | None = 
     bar = Progress(0, "embedding", stream=log)
     try:
         for chunk in rows:
-            texts = [r.text for r in chunk]
-            sink.write([r.id for r in chunk], texts, embedder.encode(texts, batch_size=batch_size, normalize=normalize))
+            chunk, seqs = _embeddable(embedder, chunk, on_error, stats, log)
+            if not chunk:
+                continue
+            vectors = embedder.encode_tokens(seqs, batch_size=batch_size, normalize=normalize)
+            sink.write([r.id for r in chunk], [r.text for r in chunk], vectors)
             stats.rows += len(chunk)
             bar.total = stats.rows
             bar.update(len(chunk))

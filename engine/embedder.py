@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from mstsb_onnx.batching import plan_batches
-from mstsb_onnx.errors import MstsbError, ModelFolderError
+from mstsb_onnx.errors import InputError, ModelFolderError, MstsbError
 from mstsb_onnx.inputs import as_text_list
 from mstsb_onnx.manifest import Manifest, Verify, read_manifest, verify_files
 from mstsb_onnx.session import make_session
@@ -146,6 +146,29 @@ class Embedder:
         available = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         return {name: available[name] for name in self._input_names}
 
+    def unembeddable(self, seq: list[int]) -> str | None:
+        """Why the model cannot embed these token ids, or None when it can.
+
+        A tokenizer may know tokens that were added without resizing the model's embeddings;
+        onnxruntime would fail on the whole batch deep in a Gather. Manifests written before the
+        table size was recorded (no ``vocab_size``) cannot be checked.
+        """
+        rows = self.manifest.vocab_size
+        if rows is None or not seq or max(seq) < rows:
+            return None
+        token_id = max(seq)
+        name = getattr(self.tokenizer, "id_to_token", lambda _: None)(token_id)
+        return (f"has token {name!r} (id {token_id}), which the model has no embedding for (its table has {rows} "
+                "rows): the tokenizer was extended without resizing the model; remove that token from the text, "
+                "or re-export a model whose embeddings cover the tokenizer")
+
+    def check_token_ids(self, seqs: list[list[int]], what: str = "texts") -> None:
+        """InputError naming the first text ``unembeddable`` refuses; ``encode`` checks every call."""
+        for i, seq in enumerate(seqs):
+            why = self.unembeddable(seq)
+            if why:
+                raise InputError(f"{what}[{i}] {why}")
+
     def encode(
         self,
         texts: str | Sequence[str],
@@ -171,6 +194,7 @@ class Embedder:
         """
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        self.check_token_ids(seqs)
         out = np.empty((len(seqs), self.dim), dtype=np.float32)
         if seqs:
             lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))

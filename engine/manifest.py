@@ -49,6 +49,9 @@ class Manifest:
     default_prompt_name: str | None
     files: dict[str, str]
     raw: dict[str, Any] = field(repr=False)
+    # Rows of the word-embedding table; ids at or above it have no vector. None in manifests
+    # written before it was recorded (the runtime then cannot check ids before running).
+    vocab_size: int | None = None
 
     @property
     def quantization_mode(self) -> str:
@@ -104,6 +107,7 @@ def read_manifest(folder: Path) -> Manifest:
         default_prompt_name=default,
         files={str(k): str(v) for k, v in _require(doc, "files", dict, path).items()},
         raw=doc,
+        vocab_size=_require(doc, "vocab_size", int, path) if "vocab_size" in doc else None,
     )
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mstsb_onnx.errors import MissingExtraError
+from mstsb_onnx.errors import InputError, MissingExtraError
 from mstsb_onnx.metrics import Metrics
 from mstsb_onnx.session import available_cpus
 
@@ -268,7 +268,11 @@ def create_app(config: ServeConfig, embedder: Any = None):
                     raise ApiError(413, f"request body exceeds {config.max_body_bytes} bytes", "body_too_large")
             emb = state["embedder"]
             texts, fmt = parse_request(raw, config, emb.dim)
-            seqs = emb.tokenize(texts)
+            try:
+                seqs = emb.tokenize(texts)
+                emb.check_token_ids(seqs, what="input")  # here, so a bad request fails alone, not its batch
+            except InputError as e:
+                raise ApiError(422, str(e), "invalid_input", "input") from e
             tokens = sum(map(len, seqs))
             vectors = await batcher.submit(seqs)
             metrics.inc("mstsb_inputs_total", value=len(texts))

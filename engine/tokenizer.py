@@ -52,6 +52,9 @@ class Tokenizer:
             raise InputError(_explain_failure(texts, e)) from e
         return [enc.ids for enc in encodings]
 
+    def id_to_token(self, token_id: int) -> str | None:
+        return self._tok.id_to_token(token_id)
+
 
 def _explain_failure(texts: list[str], error: Exception) -> str:
     for i, text in enumerate(texts):

@@ -52,9 +52,10 @@ def usable_positions(encoder) -> int | None:
 
 
 def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: str = "auto") -> dict:
-    """Write the fp32 graph to ``out_path``; returns hidden size, heads, vocab size, pad id, layout,
-    and the max_seq_length to use (``src``'s, cut to the usable positions when it came from the
-    default or the tokenizer's own limit; an explicit one that does not fit is an ExportError)."""
+    """Write the fp32 graph to ``out_path``; returns hidden size, heads, vocab size, word-embedding
+    rows, pad id, layout, and the max_seq_length to use (``src``'s, cut to the usable positions when
+    it came from the default or the tokenizer's own limit; an explicit one that does not fit is an
+    ExportError)."""
     require()
     import torch
 
@@ -129,6 +130,7 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
         "dim": src.dense[-1].out_features if src.dense else int(cfg.hidden_size),
         "num_attention_heads": int(cfg.num_attention_heads),
         "vocab_size": int(cfg.vocab_size),
+        "embedding_rows": int(encoder.get_input_embeddings().num_embeddings),
         "pad_token_id": int(cfg.pad_token_id),
         "layout": layout,
         "max_seq_length": max_seq_length,

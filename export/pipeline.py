@@ -115,6 +115,18 @@ def _write_tokenizer(src: SourceModel, out: Path) -> tuple[object, int]:
     return tok, int(tok.pad_token_id)
 
 
+def _warn_tokens_without_rows(tok: object, rows: int, log: Log) -> None:
+    """Tokens the tokenizer can emit but the embedding table has no row for (tokens added to the
+    tokenizer without resizing the model). Torch fails on them too; the runtime refuses texts that
+    contain them by name (the manifest's vocab_size), so the export goes on and says so."""
+    beyond = sorted((i, t) for t, i in tok.get_vocab().items() if i >= rows)  # type: ignore[attr-defined]
+    if beyond:
+        shown = ", ".join(f"{t!r} = {i}" for i, t in beyond[:5]) + (", ..." if len(beyond) > 5 else "")
+        log(f"warning: the tokenizer has {len(beyond)} token(s) with no row in the model's {rows}-row embedding "
+            f"table ({shown}); texts that contain them will be refused -- resize the model's embeddings "
+            "(model.resize_token_embeddings(len(tokenizer))) and train them, or remove the tokens")
+
+
 def _calibration_feeds(tokenizer_path: Path, src: SourceModel, pad_id: int) -> Iterator[dict[str, np.ndarray]]:
     tok = Tokenizer.from_file(tokenizer_path, src.max_seq_length, pad_id)
     seqs = tok.encode([src.default_prompt + t for texts in probe_set().values() for t in texts])
@@ -131,6 +143,7 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
                    "sentence_transformers": src.sentence_transformers,
                    **({"revision_note": src.revision_note} if src.revision_note else {})},
         "dim": info["dim"],
+        "vocab_size": info["embedding_rows"],
         "max_seq_length": src.max_seq_length,
         "pooling": src.pooling,
         "normalize": src.normalize,
@@ -262,6 +275,7 @@ def export_model(
                 f"{info['max_seq_length']} positions the model can embed")
             src.max_seq_length = info["max_seq_length"]
         reference_tok, pad_id = _write_tokenizer(src, tmp)
+        _warn_tokens_without_rows(reference_tok, info["embedding_rows"], log)
         reference, references = _references(src, threads)
 
         # Parity of the fp32 graph first: an export bug must not hide behind quantization noise.

@@ -110,15 +110,15 @@ def test_csv_missing_column(emb: Embedder, tmp_path: Path) -> None:
 def test_interrupted_run_leaves_nothing(emb: Embedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     src = _write(tmp_path / "in.txt", "text", TEXTS)
     calls = {"n": 0}
-    real = emb.encode
+    real = emb.encode_tokens
 
-    def flaky(texts, **kw):
+    def flaky(seqs, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(texts, **kw)
+        return real(seqs, **kw)
 
-    monkeypatch.setattr(emb, "encode", flaky)
+    monkeypatch.setattr(emb, "encode_tokens", flaky)
     with pytest.raises(KeyboardInterrupt):
         embed_file(emb, str(src), tmp_path / "out.npy", chunk_size=5, log=io.StringIO())
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]

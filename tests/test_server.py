@@ -144,8 +144,9 @@ def test_bad_requests_get_openai_errors(client, kwargs: dict, status: int, fragm
         (b'["a list"]', {}, 422, "invalid_type"),
         (b'{"model": "tiny"}', {}, 422, "missing_input"),
         (b'{"input": "' + b"a" * 300_000 + b'"}', {}, 413, "body_too_large"),
+        (b'{"input": ["fine", "\\ud800 lone surrogate"]}', {}, 422, "invalid_input"),
     ],
-    ids=["malformed-json", "not-utf8", "not-object", "no-input", "huge-body"],
+    ids=["malformed-json", "not-utf8", "not-object", "no-input", "huge-body", "lone-surrogate"],
 )
 def test_raw_bad_bodies(server, body: bytes, headers: dict, status: int, code: str) -> None:
     res = httpx.post(server[0] + "/v1/embeddings", content=body, headers={"content-type": "application/json", **headers})
