@@ -62,6 +62,11 @@ class Embedder:
     ) -> None:
         if path is None and manifest is None:
             raise ValueError("Embedder needs a model folder path (or a manifest with ready-made tokenizer and session)")
+        if max_batch_tokens is not None and (not isinstance(max_batch_tokens, int) or isinstance(max_batch_tokens, bool)
+                                             or max_batch_tokens < 1):
+            raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+        if not isinstance(spin, bool):
+            raise ValueError(f"spin must be True or False, got {spin!r}")
         self.path = Path(path) if path is not None else None
         from_folder = manifest is None and self.path is not None
         if from_folder:

@@ -76,6 +76,8 @@ def _require(doc: dict[str, Any], key: str, kind: type | tuple[type, ...], where
 
 def read_manifest(folder: Path) -> Manifest:
     path = folder / MANIFEST_NAME
+    if folder.is_file():
+        raise ModelFolderError(f"{folder} is a file; pass the exported model folder ({folder.parent})")
     if not folder.is_dir():
         raise ModelFolderError(
             f"model folder {folder} does not exist; export one with `mstsb-onnx export SOURCE -o {folder}`"

@@ -106,6 +106,8 @@ def make_session(
 
 
 def _create(model_path: Path, threads: int | None, providers: Sequence[str] | None, spin: bool) -> ort.InferenceSession:
+    if isinstance(providers, str):  # one name; list() would split it into characters
+        providers = [providers]
     providers = list(providers) if providers else ["CPUExecutionProvider"]
     unknown = [p for p in providers if p not in ort.get_available_providers()]
     if unknown:

@@ -119,6 +119,31 @@ def test_bad_batch_size(emb: Embedder, batch_size) -> None:
         emb.encode(["x"], batch_size=batch_size)
 
 
+@pytest.mark.parametrize(
+    "kwargs, kind, fragment",
+    [
+        (dict(threads="2"), ValueError, "threads must be a positive int"),
+        (dict(threads=0), ValueError, "threads must be a positive int"),
+        (dict(max_batch_tokens=0), ValueError, "max_batch_tokens must be a positive int"),
+        (dict(max_batch_tokens=2.5), ValueError, "max_batch_tokens must be a positive int"),
+        (dict(spin="no"), ValueError, "spin must be True or False"),
+        (dict(verify="sometimes"), ValueError, "verify must be"),
+        (dict(providers=["NoSuchExecutionProvider"]), ValueError, "not available in this onnxruntime build"),
+    ],
+    ids=["threads-str", "threads-0", "budget-0", "budget-float", "spin-str", "verify", "provider"],
+)
+def test_bad_options_name_what_is_wrong(tiny_int8: Path, kwargs: dict, kind: type, fragment: str) -> None:
+    with pytest.raises(kind, match=fragment):
+        Embedder(tiny_int8, **kwargs)
+
+
+def test_one_provider_name_and_the_model_file_are_understood(tiny_int8: Path) -> None:
+    emb = Embedder(tiny_int8, threads=1, providers="CPUExecutionProvider")
+    assert emb.encode("x").shape == (emb.dim,)
+    with pytest.raises(ModelFolderError, match=r"model.onnx is a file; pass the exported model folder"):
+        Embedder(tiny_int8 / "model.onnx")
+
+
 @pytest.mark.parametrize("name", list(edge_cases()), ids=list(edge_cases()))
 def test_edge_cases_embed_finite(emb: Embedder, name: str) -> None:
     vec = emb.encode(edge_cases()[name])
