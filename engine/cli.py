@@ -17,8 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any, NoReturn
 
 from mstsb_onnx.errors import MstsbError
 
@@ -35,6 +36,39 @@ def _read_lines(source: str) -> list[str]:
             raise MstsbError(f"{'stdin' if source == '-' else source}, line {row.id}: {row.reason}")
         lines.append(row.text)
     return lines
+
+
+class _Parser(argparse.ArgumentParser):
+    """User errors in arguments are one line and exit 1, like every other user error here."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(1, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _number(kind: type, text: str, ok: Callable[[float], bool], what: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    return _number(int, text, lambda v: v >= 1, "a positive integer")
+
+
+def _port(text: str) -> int:
+    return _number(int, text, lambda v: 0 <= v <= 65535, "a port number (0-65535)")
+
+
+def _positive_float(text: str) -> float:
+    return _number(float, text, lambda v: v > 0 and v != float("inf"), "a positive number")
+
+
+def _non_negative_float(text: str) -> float:
+    return _number(float, text, lambda v: 0 <= v < float("inf"), "zero or a positive number")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -123,7 +157,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="mstsb-onnx",
         description="Multilingual sentence embeddings on CPUs: export XLM-R to int8 ONNX, check it, use it.",
     )
@@ -136,10 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="folder to write (must not exist, unless --force)")
     e.add_argument("--quantize", choices=["int8", "none"], default="int8", help="int8 dynamic (default) or none (fp32)")
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    e.add_argument("--max-seq-length", type=int, help="override the source's max_seq_length (default: its own, or 128)")
+    e.add_argument("--max-seq-length", type=_positive_int, help="override the source's max_seq_length (default: its own, or 128)")
     e.add_argument("--force", action="store_true",
                    help="replace an earlier export at OUTPUT (only a folder this tool wrote, or an empty one)")
-    e.add_argument("--threads", type=int, help="threads for the parity runs (default: available cores)")
+    e.add_argument("--threads", type=_positive_int, help="threads for the parity runs (default: available cores)")
     # Choices are checked by export_model: importing the export package here would break the slim CLI.
     e.add_argument("--int8-recipe", default="auto", metavar="NAME",
                    help="auto (default): the fast recipe, and if it fails parity the accurate one "
@@ -155,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("model_dir", help="folder written by `mstsb-onnx export`")
     c.add_argument("--reference", required=True, help="the source model (hub id or folder)")
     c.add_argument("--texts", metavar="FILE", help="also compare these texts, one per line; - for stdin")
-    c.add_argument("--threads", type=int)
+    c.add_argument("--threads", type=_positive_int)
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("eval-sts", help="score a model on a multilingual STS CSV (card-style table)",
@@ -164,11 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("model_dirs", nargs="+", metavar="MODEL_DIR", help="one or more exported folders")
     s.add_argument("--data", required=True, help="CSV with task, idx, sentence1, sentence2, score")
     s.add_argument("--reference", help="source model to score with torch too (needs the 'export' extra)")
-    s.add_argument("--per-task", type=int, help="use a fixed subset of this many pairs per task")
+    s.add_argument("--per-task", type=_positive_int, help="use a fixed subset of this many pairs per task")
     s.add_argument("--json", help="write the scores here")
     s.add_argument("--markdown", help="write the table here")
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--threads", type=int)
+    s.add_argument("--batch-size", type=_positive_int, default=32)
+    s.add_argument("--threads", type=_positive_int)
     s.set_defaults(func=cmd_eval_sts)
 
     m = sub.add_parser("embed", help="embed a corpus file (text lines, JSONL, CSV) into .npy or Parquet",
@@ -181,13 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--format", choices=["text", "jsonl", "csv", "tsv"], help="input format (default: by extension)")
     m.add_argument("--column", default="text", help="JSONL field / CSV column holding the text (default: text)")
     m.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="bad rows: stop (default) or skip")
-    m.add_argument("--batch-size", type=int, default=32)
-    m.add_argument("--chunk-size", type=int, default=4096, help="rows read, embedded and written at a time")
+    m.add_argument("--batch-size", type=_positive_int, default=32)
+    m.add_argument("--chunk-size", type=_positive_int, default=4096, help="rows read, embedded and written at a time")
     m.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
-    m.add_argument("--threads", type=int, help="threads (per worker with --ray)")
+    m.add_argument("--threads", type=_positive_int, help="threads (per worker with --ray)")
     m.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Ray Data: a cluster address (ray://host:10001 or auto), or none for a local cluster")
-    m.add_argument("--workers", type=int, default=2, help="Ray actors, one onnxruntime session each (default 2)")
+    m.add_argument("--workers", type=_positive_int, default=2, help="Ray actors, one onnxruntime session each (default 2)")
     m.set_defaults(func=cmd_embed)
 
     from mstsb_onnx.server import ServeConfig  # light: starlette/uvicorn load only when serving
@@ -197,23 +231,23 @@ def build_parser() -> argparse.ArgumentParser:
                                    "requests are micro-batched; WORKERS threads share one onnxruntime session.")
     v.add_argument("model_dir")
     v.add_argument("--host", default="127.0.0.1")
-    v.add_argument("--port", type=int, default=8080)
+    v.add_argument("--port", type=_port, default=8080)
     v.add_argument("--model-name", help="the 'model' reported in responses (default: the folder name)")
     d = ServeConfig(model_dir="")  # the defaults live in one place: the server's config
-    v.add_argument("--workers", type=int, default=d.workers, help="concurrent batches (default: available cores / threads)")
-    v.add_argument("--threads-per-worker", type=int, default=d.threads_per_worker,
+    v.add_argument("--workers", type=_positive_int, default=d.workers, help="concurrent batches (default: available cores / threads)")
+    v.add_argument("--threads-per-worker", type=_positive_int, default=d.threads_per_worker,
                    help=f"onnxruntime threads per batch (default {d.threads_per_worker})")
-    v.add_argument("--max-wait-ms", type=float, default=d.max_wait_ms,
+    v.add_argument("--max-wait-ms", type=_non_negative_float, default=d.max_wait_ms,
                    help=f"longest a request waits for company (default {d.max_wait_ms:g})")
-    v.add_argument("--max-batch-tokens", type=int, default=d.max_batch_tokens,
+    v.add_argument("--max-batch-tokens", type=_positive_int, default=d.max_batch_tokens,
                    help=f"tokens merged into one batch; 1 turns batching off (default {d.max_batch_tokens})")
-    v.add_argument("--max-queue", type=int, default=d.max_queue_inputs,
+    v.add_argument("--max-queue", type=_positive_int, default=d.max_queue_inputs,
                    help=f"texts queued before answering 503 (default {d.max_queue_inputs})")
-    v.add_argument("--max-inputs", type=int, default=d.max_inputs, help=f"texts per request (default {d.max_inputs})")
-    v.add_argument("--max-chars", type=int, default=d.max_chars, help=f"characters per text (default {d.max_chars})")
-    v.add_argument("--max-body-bytes", type=int, default=d.max_body_bytes,
+    v.add_argument("--max-inputs", type=_positive_int, default=d.max_inputs, help=f"texts per request (default {d.max_inputs})")
+    v.add_argument("--max-chars", type=_positive_int, default=d.max_chars, help=f"characters per text (default {d.max_chars})")
+    v.add_argument("--max-body-bytes", type=_positive_int, default=d.max_body_bytes,
                    help=f"request body limit in bytes (default {d.max_body_bytes} = {d.max_body_bytes / 2**20:g} MiB)")
-    v.add_argument("--timeout", type=float, default=d.timeout_s,
+    v.add_argument("--timeout", type=_positive_float, default=d.timeout_s,
                    help=f"seconds a request may wait before 503 (default {d.timeout_s:g})")
     v.set_defaults(func=cmd_serve)
 
@@ -223,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "The full comparison is `make bench` (benchmarks/bench.py).")
     b.add_argument("model_dir")
     b.add_argument("--reference", help="source model to time with torch too (needs the 'export' extra)")
-    b.add_argument("--threads", type=int)
-    b.add_argument("--rounds", type=int, default=20, help="interleaved rounds per latency point")
+    b.add_argument("--threads", type=_positive_int)
+    b.add_argument("--rounds", type=_positive_int, default=20, help="interleaved rounds per latency point")
     b.add_argument("--json", help="write the figures here")
     b.set_defaults(func=cmd_bench)
 

@@ -31,6 +31,29 @@ def test_user_error_is_one_line_exit_1(tmp_path: Path) -> None:
     assert "Traceback" not in res.stderr
 
 
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["embed", "M", "in.txt", "-o", "o.npy", "--batch-size", "0"], "--batch-size: must be a positive integer, got '0'"),
+        (["embed", "M", "in.txt", "-o", "o.npy", "--chunk-size", "many"], "--chunk-size: must be a positive integer"),
+        (["bench", "M", "--rounds", "0"], "--rounds: must be a positive integer"),
+        (["eval-sts", "M", "--data", "d.csv", "--per-task", "-3"], "--per-task: must be a positive integer"),
+        (["serve", "M", "--workers", "0"], "--workers: must be a positive integer"),
+        (["serve", "M", "--max-wait-ms", "-1"], "--max-wait-ms: must be zero or a positive number"),
+        (["serve", "M", "--timeout", "nan"], "--timeout: must be a positive number"),
+        (["serve", "M", "--port", "70000"], "--port: must be a port number"),
+        (["export", "SRC"], "required: -o/--output"),
+        (["no-such-command"], "invalid choice: 'no-such-command'"),
+    ],
+    ids=["batch-size", "chunk-size", "rounds", "per-task", "workers", "max-wait", "timeout", "port", "missing-output",
+         "command"],
+)
+def test_bad_arguments_are_one_line_exit_1(args: list[str], fragment: str) -> None:
+    res = run_cli(args)
+    assert res.returncode == 1 and res.stderr.strip().count("\n") == 0, res.stderr
+    assert fragment in res.stderr and "--help" in res.stderr and "Traceback" not in res.stderr
+
+
 def test_export_error_is_one_line(tmp_path: Path) -> None:
     res = run_cli(["export", str(tmp_path / "nope"), "-o", str(tmp_path / "out")])
     assert res.returncode == 1 and "does not exist" in res.stderr and "Traceback" not in res.stderr
