@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("-o", "--output", required=True, help="folder to write (must not exist, unless --force)")
     e.add_argument("--quantize", choices=["int8", "none"], default="int8", help="int8 dynamic (default) or none (fp32)")
     e.add_argument("--revision", help="hub revision (branch, tag or commit)")
-    e.add_argument("--max-seq-length", type=_positive_int, help="override the source's max_seq_length (default: its own, or 128)")
+    e.add_argument("--max-seq-length", type=_positive_int,
+                   help="override the source's max_seq_length (default: its own, or 128)")
     e.add_argument("--force", action="store_true",
                    help="replace an earlier export at OUTPUT (only a folder this tool wrote, or an empty one)")
     e.add_argument("--threads", type=_positive_int, help="threads for the parity runs (default: available cores)")
@@ -221,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--threads", type=_positive_int, help="threads (per worker with --ray)")
     m.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Ray Data: a cluster address (ray://host:10001 or auto), or none for a local cluster")
-    m.add_argument("--workers", type=_positive_int, default=2, help="Ray actors, one onnxruntime session each (default 2)")
+    m.add_argument("--workers", type=_positive_int, default=2,
+                   help="Ray actors, one onnxruntime session each (default 2)")
     m.set_defaults(func=cmd_embed)
 
     from mstsb_onnx.server import ServeConfig  # light: starlette/uvicorn load only when serving
@@ -234,7 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--port", type=_port, default=8080)
     v.add_argument("--model-name", help="the 'model' reported in responses (default: the folder name)")
     d = ServeConfig(model_dir="")  # the defaults live in one place: the server's config
-    v.add_argument("--workers", type=_positive_int, default=d.workers, help="concurrent batches (default: available cores / threads)")
+    v.add_argument("--workers", type=_positive_int, default=d.workers,
+                   help="concurrent batches (default: available cores / threads)")
     v.add_argument("--threads-per-worker", type=_positive_int, default=d.threads_per_worker,
                    help=f"onnxruntime threads per batch (default {d.threads_per_worker})")
     v.add_argument("--max-wait-ms", type=_non_negative_float, default=d.max_wait_ms,
@@ -243,8 +246,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"tokens merged into one batch; 1 turns batching off (default {d.max_batch_tokens})")
     v.add_argument("--max-queue", type=_positive_int, default=d.max_queue_inputs,
                    help=f"texts queued before answering 503 (default {d.max_queue_inputs})")
-    v.add_argument("--max-inputs", type=_positive_int, default=d.max_inputs, help=f"texts per request (default {d.max_inputs})")
-    v.add_argument("--max-chars", type=_positive_int, default=d.max_chars, help=f"characters per text (default {d.max_chars})")
+    v.add_argument("--max-inputs", type=_positive_int, default=d.max_inputs,
+                   help=f"texts per request (default {d.max_inputs})")
+    v.add_argument("--max-chars", type=_positive_int, default=d.max_chars,
+                   help=f"characters per text (default {d.max_chars})")
     v.add_argument("--max-body-bytes", type=_positive_int, default=d.max_body_bytes,
                    help=f"request body limit in bytes (default {d.max_body_bytes} = {d.max_body_bytes / 2**20:g} MiB)")
     v.add_argument("--timeout", type=_positive_float, default=d.timeout_s,

@@ -34,7 +34,8 @@ def test_user_error_is_one_line_exit_1(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["embed", "M", "in.txt", "-o", "o.npy", "--batch-size", "0"], "--batch-size: must be a positive integer, got '0'"),
+        (["embed", "M", "in.txt", "-o", "o.npy", "--batch-size", "0"],
+         "--batch-size: must be a positive integer, got '0'"),
         (["embed", "M", "in.txt", "-o", "o.npy", "--chunk-size", "many"], "--chunk-size: must be a positive integer"),
         (["bench", "M", "--rounds", "0"], "--rounds: must be a positive integer"),
         (["eval-sts", "M", "--data", "d.csv", "--per-task", "-3"], "--per-task: must be a positive integer"),
