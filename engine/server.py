@@ -45,6 +45,19 @@ class ServeConfig:
     max_body_bytes: int = 8 * 1024 * 1024
     timeout_s: float = 30.0
 
+    def __post_init__(self) -> None:
+        # The CLI checks its arguments as it parses them; this covers the Python API.
+        at_least = {"workers": 0, "threads_per_worker": 1, "max_batch_tokens": 1, "max_queue_inputs": 1,
+                    "max_inputs": 1, "max_chars": 1, "max_body_bytes": 1}
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"ServeConfig.{name} must be an integer >= {low}, got {value!r}")
+        if not 0 <= self.max_wait_ms < float("inf"):
+            raise ValueError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
+        if not 0 < self.timeout_s < float("inf"):
+            raise ValueError(f"ServeConfig.timeout_s must be > 0, got {self.timeout_s!r}")
+
     def resolved_workers(self) -> int:
         return self.workers or max(1, available_cpus() // self.threads_per_worker)
 

@@ -217,3 +217,13 @@ def test_sigterm_finishes_in_flight_requests(tiny_int8: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.parametrize("kwargs", [dict(workers=-1), dict(threads_per_worker=0), dict(max_batch_tokens=0),
+                                    dict(max_wait_ms=float("nan")), dict(timeout_s=0), dict(max_inputs=2.5)],
+                         ids=["workers", "threads", "batch-tokens", "wait-nan", "timeout", "inputs-float"])
+def test_config_refuses_values_that_cannot_work(kwargs: dict) -> None:
+    from mstsb_onnx.server import ServeConfig
+
+    with pytest.raises(ValueError, match=f"ServeConfig.{next(iter(kwargs))} must be"):
+        ServeConfig(model_dir="m", **kwargs)
