@@ -87,8 +87,15 @@ class ParquetSink:
 
 
 def open_sink(path: Path, dim: int) -> NpySink | ParquetSink:
-    if path.suffix == ".npy":
-        return NpySink(path, dim)
-    if path.suffix == ".parquet":
-        return ParquetSink(path, dim)
-    raise InputError(f"output {path} must end in .npy or .parquet")
+    if path.suffix not in (".npy", ".parquet"):
+        raise InputError(f"output {path} must end in .npy or .parquet")
+    if path.is_dir():
+        raise InputError(f"output {path} is a folder; name a .npy or .parquet file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # as export does for its output folder
+    except OSError as e:
+        raise InputError(f"cannot create the folder for {path}: {e.strerror}") from e
+    try:
+        return NpySink(path, dim) if path.suffix == ".npy" else ParquetSink(path, dim)
+    except OSError as e:
+        raise InputError(f"cannot write {path}: {e.strerror}") from e

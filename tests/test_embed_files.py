@@ -183,3 +183,13 @@ def test_a_byte_order_mark_is_not_part_of_the_first_row(emb: Embedder, tmp_path:
     for src in (plain, marked):
         embed_file(emb, str(src), tmp_path / f"{src.stem}.npy", log=io.StringIO())
     np.testing.assert_array_equal(np.load(tmp_path / "marked.npy"), np.load(tmp_path / "plain.npy"))
+
+
+def test_output_folders_are_created_and_a_folder_is_not_a_file(emb: Embedder, tmp_path: Path) -> None:
+    src = _write(tmp_path / "in.txt", "text", TEXTS[:3])
+    out = tmp_path / "new" / "deeper" / "out.npy"
+    embed_file(emb, str(src), out, log=io.StringIO())
+    assert np.load(out).shape == (3, emb.dim)
+    (tmp_path / "taken.npy").mkdir()
+    with pytest.raises(InputError, match="is a folder; name a .npy or .parquet file"):
+        embed_file(emb, str(src), tmp_path / "taken.npy", log=io.StringIO())
