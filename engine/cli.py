@@ -149,10 +149,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from mstsb_onnx.benchmark import run_cli_bench
+    from mstsb_onnx.sinks import write_report
 
     result = run_cli_bench(args.model_dir, args.reference, args.threads, rounds=args.rounds)
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_report(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

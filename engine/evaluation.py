@@ -14,6 +14,7 @@ from pathlib import Path
 from mstsb_onnx import sts
 from mstsb_onnx.embedder import Embedder
 from mstsb_onnx.progress import encode_with_progress
+from mstsb_onnx.sinks import write_report
 
 
 def run_eval_sts(
@@ -55,8 +56,8 @@ def run_eval_sts(
         "summary": {name: sts.summary(scores) for name, scores in columns.items()},
     }
     if out_json:
-        Path(out_json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+        write_report(out_json, json.dumps(result, indent=2) + "\n")
     if out_md:
-        Path(out_md).write_text(table + "\n", encoding="utf-8")
+        write_report(out_md, table + "\n")
     return result
 

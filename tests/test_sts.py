@@ -90,7 +90,7 @@ def test_fisher_mean_averages_in_z() -> None:
 
 def test_eval_sts_end_to_end(tiny_int8: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_csv(tmp_path / "d.csv", ROWS, encoding="utf-8-sig")
-    out_json, out_md = tmp_path / "s.json", tmp_path / "s.md"
+    out_json, out_md = tmp_path / "reports" / "s.json", tmp_path / "tables" / "s.md"  # folders created
     assert main(["eval-sts", str(tiny_int8), "--data", str(data), "--json", str(out_json),
                  "--markdown", str(out_md), "--threads", "1"]) == 0
     result = json.loads(out_json.read_text())
