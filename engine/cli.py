@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("source", help="hub id (e.g. AIDA-UPM/mstsb-paraphrase-multilingual-mpnet-base-v2) or local folder")
     e.add_argument("-o", "--output", required=True, help="folder to write (must not exist, unless --force)")
     e.add_argument("--quantize", choices=["int8", "none"], default="int8", help="int8 dynamic (default) or none (fp32)")
-    e.add_argument("--revision", help="hub revision (branch, tag or commit)")
+    e.add_argument("--revision", help="hub revision: branch, tag, commit or refs/pr/N (default: the default branch, "
+                                      "or its safetensors conversion by the hub's bot when it has only pickled weights)")
     e.add_argument("--max-seq-length", type=_positive_int,
                    help="override the source's max_seq_length (default: its own, or 128)")
     e.add_argument("--force", action="store_true",
