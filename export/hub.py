@@ -31,8 +31,7 @@ _PICKLED_WEIGHTS = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin")
 
 @dataclass(frozen=True)
 class Snapshot:
-    path: Path  # the local snapshot folder
-    revision: str | None  # the commit hash it holds
+    path: Path  # the local snapshot folder (its name is the commit hash: ``revision_of``)
     note: str = ""  # why it is not the revision asked for, when it is not
 
 
@@ -43,14 +42,16 @@ def download(model_id: str, revision: str | None = None) -> Snapshot:
     except ImportError as e:
         raise ExportError("huggingface_hub is needed to download models: pip install \"mstsb-onnx[export]\"") from e
     path = _snapshot(huggingface_hub, model_id, revision)
-    missing = _missing(path, _pickled_files(huggingface_hub, model_id, revision))
-    if _has_safetensors(path) and not missing:
-        return Snapshot(path, revision_of(path))
+    have = _safetensors_dirs(path)
+    missing = _missing(path, have, _pickled_files(huggingface_hub, model_id, revision))
+    if have and not missing:
+        return Snapshot(path)
     pr = _conversion_pr(huggingface_hub, model_id) if revision in (None, "main") else None
     if pr is not None:
         converted = _snapshot(huggingface_hub, model_id, pr)
-        if _has_safetensors(converted) and not _missing(converted, _pickled_files(huggingface_hub, model_id, pr)):
-            return Snapshot(converted, revision_of(converted),
+        have = _safetensors_dirs(converted)
+        if have and not _missing(converted, have, _pickled_files(huggingface_hub, model_id, pr)):
+            return Snapshot(converted,
                             note=f"{pr}, {CONVERSION_BOT}'s safetensors conversion: the default branch has "
                                  f"{', '.join(missing) or 'its weights'} only pickled, which is never loaded")
     what = (f"pickled weights without a safetensors copy ({', '.join(missing)}), which are never loaded" if missing
@@ -82,18 +83,19 @@ def _snapshot(hub: Any, model_id: str, revision: str | None) -> Path:
         ) from e
 
 
-def _has_safetensors(path: Path) -> bool:
-    return any(path.rglob("*.safetensors"))
+def _safetensors_dirs(path: Path) -> set[str]:
+    """The snapshot's folders (relative, "." for the root) that hold a safetensors file."""
+    return {p.parent.relative_to(path).as_posix() for p in path.rglob("*.safetensors")}
 
 
-def _missing(path: Path, pickled: list[str]) -> list[str]:
-    """The pickled weight files the export would need, with no safetensors file beside them.
+def _missing(path: Path, have: set[str], pickled: list[str]) -> list[str]:
+    """The pickled weight files the export would need, with no safetensors file (``have``) beside them.
 
     Per folder, because a sentence-transformers repo may have converted its transformer and not its
     Dense module (2_Dense/pytorch_model.bin), or the other way round. Only the root and the module
     folders named in modules.json count: a training checkpoint folder kept in the repo does not.
     """
-    needed = _module_dirs(path) - {p.parent.relative_to(path).as_posix() for p in path.rglob("*.safetensors")}
+    needed = _module_dirs(path) - have
     return [f for f in pickled if (posixpath.dirname(f) or ".") in needed]
 
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import _quiet, manifest_of
 
 from mstsb_onnx.errors import ExportError
-from mstsb_onnx.export.hub import CONVERSION_BOT, CONVERSION_TITLE, download
+from mstsb_onnx.export.hub import CONVERSION_BOT, CONVERSION_TITLE, download, revision_of
 from mstsb_onnx.export.source import resolve_source
 
 pytest.importorskip("huggingface_hub")
@@ -93,7 +93,7 @@ def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_src: Path) ->
 def test_safetensors_on_the_asked_revision_are_used_as_they_are(fake_hub: FakeHub) -> None:
     fake_hub.branches["main"]["model.safetensors"] = fake_hub.branches["refs/pr/3"]["model.safetensors"]
     snap = download("someone/model")
-    assert snap.revision == _sha("main") and snap.note == ""
+    assert revision_of(snap.path) == _sha("main") and snap.note == ""
     assert ("discussions", None) not in fake_hub.calls
     assert not (snap.path / "pytorch_model.bin").exists()
 
