@@ -43,6 +43,11 @@ def _activation(name: str):
             "gelu": torch.nn.GELU, "sigmoid": torch.nn.Sigmoid}[name]()
 
 
+def output_dim(specs: list[DenseSpec], hidden_size: int) -> int:
+    """The embedding's dimension: the last Dense module's outputs, else the encoder's hidden size."""
+    return specs[-1].out_features if specs else hidden_size
+
+
 def dense_stack(specs: list[DenseSpec]):
     """A torch module applying every Dense in order (an identity when there are none)."""
     require("torch", "safetensors")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mstsb_onnx.export import seqfirst
-from mstsb_onnx.export.dense import dense_stack
+from mstsb_onnx.export.dense import dense_stack, output_dim
 from mstsb_onnx.export.deps import require
 from mstsb_onnx.errors import ExportError
 from mstsb_onnx.export.reference import load_model, pool
@@ -126,8 +126,8 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
         )
     cfg = encoder.config
     return {
-        "hidden_size": int(cfg.hidden_size),
-        "dim": src.dense[-1].out_features if src.dense else int(cfg.hidden_size),
+        "hidden_size": hidden_size,
+        "dim": output_dim(src.dense, hidden_size),
         "num_attention_heads": int(cfg.num_attention_heads),
         "vocab_size": int(cfg.vocab_size),
         "embedding_rows": int(encoder.get_input_embeddings().num_embeddings),

@@ -25,6 +25,10 @@ from mstsb_onnx.errors import ExportError
 ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt"]
 CONVERSION_BOT = "SFconvertbot"
 CONVERSION_TITLE = "Adding `safetensors` variant of this model"
+# How to get safetensors from pickled weights: said by the hub download and by local loading.
+CONVERT_PICKLES = ("convert them once where you trust the file (AutoModel.from_pretrained(DIR).save_pretrained(DIR, "
+                   "safe_serialization=True)) and export that folder, or for a hub model pass --revision of its "
+                   "safetensors conversion (e.g. refs/pr/1)")
 # What transformers and sentence-transformers name pickled weights (a whole model or its shards).
 _PICKLED_WEIGHTS = re.compile(r"pytorch_model(-\d+-of-\d+)?\.bin")
 
@@ -60,9 +64,7 @@ def download(model_id: str, revision: str | None = None) -> Snapshot:
     raise ExportError(
         f"{model_id}, {where}: {what}"
         + (f"; no open safetensors conversion by {CONVERSION_BOT} was found" if revision in (None, "main") else "")
-        + "; convert them once where you trust the file (AutoModel.from_pretrained(DIR).save_pretrained(DIR, "
-        "safe_serialization=True)) and export that folder, or pass --revision of a safetensors conversion "
-        "(e.g. refs/pr/1)"
+        + "; " + CONVERT_PICKLES
     )
 
 

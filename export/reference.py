@@ -16,7 +16,8 @@ import numpy as np
 
 from mstsb_onnx.errors import ExportError
 from mstsb_onnx.export.deps import require
-from mstsb_onnx.export.dense import dense_stack
+from mstsb_onnx.export.dense import dense_stack, output_dim
+from mstsb_onnx.export.hub import CONVERT_PICKLES
 from mstsb_onnx.export.source import SourceModel
 
 
@@ -34,9 +35,7 @@ def load_model(src: SourceModel, **kwargs: object):
         pickled = sorted(p.name for p in src.model_dir.glob("*.bin")) if src.model_dir.is_dir() else []
         raise ExportError(
             f"{src.model_dir}: could not load safetensors weights ({e})"
-            + (f"; found only pickled {pickled}, which are never loaded -- convert them once where you trust "
-               "the file (AutoModel.from_pretrained(DIR).save_pretrained(DIR, safe_serialization=True)), or "
-               "for a hub model pass --revision of its safetensors conversion (e.g. refs/pr/1)" if pickled else "")
+            + (f"; found only pickled {pickled}, which are never loaded -- {CONVERT_PICKLES}" if pickled else "")
         ) from e
     return model.eval()
 
@@ -83,7 +82,7 @@ class TorchReference:
         self.tokenizer = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
         self.model = load_model(src)
         self.dense = dense_stack(src.dense)  # sentence-transformers Dense modules, if any
-        self.dim = src.dense[-1].out_features if src.dense else int(self.model.config.hidden_size)
+        self.dim = output_dim(src.dense, int(self.model.config.hidden_size))
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.src.max_seq_length)
