@@ -22,7 +22,7 @@ import numpy as np
 
 from mstsb_onnx.batching import plan_batches
 from mstsb_onnx.errors import InputError, ModelFolderError, MstsbError
-from mstsb_onnx.inputs import as_text_list
+from mstsb_onnx.inputs import as_text_list, is_count
 from mstsb_onnx.manifest import Manifest, Verify, read_manifest, verify_files
 from mstsb_onnx.session import make_session
 from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch
@@ -62,8 +62,7 @@ class Embedder:
     ) -> None:
         if path is None and manifest is None:
             raise ValueError("Embedder needs a model folder path (or a manifest with ready-made tokenizer and session)")
-        if max_batch_tokens is not None and (not isinstance(max_batch_tokens, int) or isinstance(max_batch_tokens, bool)
-                                             or max_batch_tokens < 1):
+        if max_batch_tokens is not None and not is_count(max_batch_tokens):
             raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
         if not isinstance(spin, bool):
             raise ValueError(f"spin must be True or False, got {spin!r}")
@@ -197,7 +196,7 @@ class Embedder:
         For callers that need the ids first (the server counts tokens to form batches) and should
         not tokenize twice.
         """
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        if not is_count(batch_size):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
         self.check_token_ids(seqs)
         out = np.empty((len(seqs), self.dim), dtype=np.float32)

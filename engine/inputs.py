@@ -3,7 +3,8 @@
 sentence-transformers conventions: one ``str`` gives one vector, a list (or any iterable of
 texts) gives a matrix. Items must be ``str``; ``bytes`` are accepted when they are UTF-8.
 Everything else is refused with an error that names the index and the type, so nothing is
-silently embedded as its ``repr``.
+silently embedded as its ``repr``. ``is_count`` is the test every count option (batch sizes,
+threads, limits) passes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,11 @@ def _decode(item: bytes, where: str) -> str:
             f"{where} is bytes that are not valid UTF-8 (byte {e.start}: {item[e.start:e.start + 1]!r}); "
             "decode it with the right codec and pass str"
         ) from e
+
+
+def is_count(value: object, at_least: int = 1) -> bool:
+    """An int (``True`` is not one) of at least ``at_least``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= at_least
 
 
 def as_text_list(texts: object) -> tuple[list[str], bool]:

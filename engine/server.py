@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from mstsb_onnx.errors import InputError, MissingExtraError
+from mstsb_onnx.inputs import is_count
 from mstsb_onnx.metrics import Metrics
 from mstsb_onnx.session import available_cpus
 
@@ -51,7 +52,7 @@ class ServeConfig:
                     "max_inputs": 1, "max_chars": 1, "max_body_bytes": 1}
         for name, low in at_least.items():
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            if not is_count(value, low):
                 raise ValueError(f"ServeConfig.{name} must be an integer >= {low}, got {value!r}")
         if not 0 <= self.max_wait_ms < float("inf"):
             raise ValueError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")

@@ -21,6 +21,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
 
 from mstsb_onnx.errors import ModelFolderError
+from mstsb_onnx.inputs import is_count
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -66,7 +67,7 @@ def session_options(threads: int | None = None, spin: bool = True) -> ort.Sessio
     ``spin=False`` stops idle worker threads from spinning, which matters when several sessions
     or processes share the cores (a server); spinning helps single-stream latency.
     """
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+    if threads is not None and not is_count(threads):
         raise ValueError(f"threads must be a positive int or None, got {threads!r}")
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads or available_cpus()
