@@ -158,9 +158,9 @@ class Embedder:
         table size was recorded (no ``vocab_size``) cannot be checked.
         """
         rows = self.manifest.vocab_size
-        if rows is None or not seq or max(seq) < rows:
+        token_id = max(seq, default=-1)
+        if rows is None or token_id < rows:
             return None
-        token_id = max(seq)
         name = getattr(self.tokenizer, "id_to_token", lambda _: None)(token_id)
         return (f"has token {name!r} (id {token_id}), which the model has no embedding for (its table has {rows} "
                 "rows): the tokenizer was extended without resizing the model; remove that token from the text, "
