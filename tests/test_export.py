@@ -18,7 +18,7 @@ from conftest import WORDPIECE_VOCAB, _quiet, build_wordpiece_checkpoint, copy_f
 
 
 @pytest.mark.parametrize("mode", ["int8", "none"])
-def test_folder_andmanifest_of(tiny_int8: Path, tiny_fp32: Path, mode: str) -> None:
+def test_folder_and_manifest(tiny_int8: Path, tiny_fp32: Path, mode: str) -> None:
     folder = tiny_int8 if mode == "int8" else tiny_fp32
     assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"]
     m = manifest_of(folder)
