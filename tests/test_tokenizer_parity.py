@@ -60,9 +60,10 @@ def _sentencepiece_only_folder(root: Path) -> Path:
     """A tiny random XLM-R whose tokenizer is only sentencepiece.bpe.model (no tokenizer.json),
     as older checkpoints are saved."""
     import sentencepiece as spm
-    import torch
     from conftest import tiny_lines
-    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizer
+    from transformers import XLMRobertaTokenizer
+
+    from benchmarks.xlmr import save_random_xlmr
 
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(" ".join(t.split()) for t in tiny_lines() if t.strip()), encoding="utf-8")
@@ -72,10 +73,8 @@ def _sentencepiece_only_folder(root: Path) -> Path:
     folder = root / "model"
     tok = XLMRobertaTokenizer(vocab_file=str(root / "sp.model"))
     tok.save_pretrained(str(folder))
-    torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                              intermediate_size=64)
-    XLMRobertaModel(config, add_pooling_layer=False).save_pretrained(str(folder))
+    save_random_xlmr(folder, dict(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                  intermediate_size=64))
     assert not (folder / "tokenizer.json").exists() and (folder / "sentencepiece.bpe.model").exists()
     return folder
 
