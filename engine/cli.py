@@ -157,6 +157,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+_MODEL_DIR = "folder written by `mstsb-onnx export`"
+_THREADS = "onnxruntime threads (default: the cores this process may use)"
+_BATCH = "texts per onnxruntime call at most (default 32; batches are also capped at 1,024 padded tokens)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="mstsb-onnx",
@@ -189,10 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check", help="compare an exported folder with the torch reference",
                        description="Re-run the export-time parity checks (tokens, then vectors per language) "
                                    "against the torch reference; exit 1 when outside the tolerances.")
-    c.add_argument("model_dir", help="folder written by `mstsb-onnx export`")
+    c.add_argument("model_dir", help=_MODEL_DIR)
     c.add_argument("--reference", required=True, help="the source model (hub id or folder)")
     c.add_argument("--texts", metavar="FILE", help="also compare these texts, one per line; - for stdin")
-    c.add_argument("--threads", type=_positive_int)
+    c.add_argument("--threads", type=_positive_int, help=_THREADS)
     c.set_defaults(func=cmd_check)
 
     s = sub.add_parser("eval-sts", help="score a model on a multilingual STS CSV (card-style table)",
@@ -204,21 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--per-task", type=_positive_int, help="use a fixed subset of this many pairs per task")
     s.add_argument("--json", help="write the scores here")
     s.add_argument("--markdown", help="write the table here")
-    s.add_argument("--batch-size", type=_positive_int, default=32)
-    s.add_argument("--threads", type=_positive_int)
+    s.add_argument("--batch-size", type=_positive_int, default=32, help=_BATCH)
+    s.add_argument("--threads", type=_positive_int, help=_THREADS)
     s.set_defaults(func=cmd_eval_sts)
 
     m = sub.add_parser("embed", help="embed a corpus file (text lines, JSONL, CSV) into .npy or Parquet",
                        description="Stream INPUT (one text per line, .jsonl, .csv/.tsv, or - for stdin) through the "
                                    "model into OUTPUT (.npy, or .parquet with id, text, embedding). Bad rows are "
                                    "reported with their line number; the output appears only when complete.")
-    m.add_argument("model_dir")
+    m.add_argument("model_dir", help=_MODEL_DIR)
     m.add_argument("input", help="input file, or - for stdin")
     m.add_argument("-o", "--output", required=True, help="output .npy or .parquet")
     m.add_argument("--format", choices=["text", "jsonl", "csv", "tsv"], help="input format (default: by extension)")
     m.add_argument("--column", default="text", help="JSONL field / CSV column holding the text (default: text)")
     m.add_argument("--on-error", choices=["fail", "skip"], default="fail", help="bad rows: stop (default) or skip")
-    m.add_argument("--batch-size", type=_positive_int, default=32)
+    m.add_argument("--batch-size", type=_positive_int, default=32, help=_BATCH)
     m.add_argument("--chunk-size", type=_positive_int, default=4096, help="rows read, embedded and written at a time")
     m.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
     m.add_argument("--threads", type=_positive_int, help="threads (per worker with --ray)")
@@ -233,9 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("serve", help="OpenAI-compatible embedding server (needs the 'serve' extra)",
                        description="POST /v1/embeddings (OpenAI-compatible), GET /health, GET /metrics. Concurrent "
                                    "requests are micro-batched; WORKERS threads share one onnxruntime session.")
-    v.add_argument("model_dir")
-    v.add_argument("--host", default="127.0.0.1")
-    v.add_argument("--port", type=_port, default=8080)
+    v.add_argument("model_dir", help=_MODEL_DIR)
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    v.add_argument("--port", type=_port, default=8080, help="port (default 8080)")
     v.add_argument("--model-name", help="the 'model' reported in responses (default: the folder name)")
     d = ServeConfig(model_dir="")  # the defaults live in one place: the server's config
     v.add_argument("--workers", type=_positive_int, default=d.workers,
@@ -262,15 +267,15 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Batch-1 latency at 8-128 tokens and throughput at batch 1/8/32 on built-in "
                                    "multilingual sentences, interleaved with the torch reference when given. "
                                    "The full comparison is `make bench` (benchmarks/bench.py).")
-    b.add_argument("model_dir")
+    b.add_argument("model_dir", help=_MODEL_DIR)
     b.add_argument("--reference", help="source model to time with torch too (needs the 'export' extra)")
-    b.add_argument("--threads", type=_positive_int)
+    b.add_argument("--threads", type=_positive_int, help=_THREADS)
     b.add_argument("--rounds", type=_positive_int, default=20, help="interleaved rounds per latency point")
     b.add_argument("--json", help="write the figures here")
     b.set_defaults(func=cmd_bench)
 
     i = sub.add_parser("info", help="show an exported folder's manifest (and verify its files)")
-    i.add_argument("model_dir")
+    i.add_argument("model_dir", help=_MODEL_DIR)
     i.set_defaults(func=cmd_info)
     return p
 
