@@ -48,18 +48,20 @@ def output_dim(specs: list[DenseSpec], hidden_size: int) -> int:
     return specs[-1].out_features if specs else hidden_size
 
 
-def dense_stack(specs: list[DenseSpec]):
-    """A torch module applying every Dense in order (an identity when there are none)."""
+def dense_stack(specs: list[DenseSpec], hidden_size: int):
+    """A torch module applying every Dense in order to the pooled ``hidden_size`` vector (an
+    identity when there are none); each module's in_features must match what reaches it."""
     require("torch", "safetensors")
     import torch
     from safetensors.torch import load_file
 
     layers = []
-    previous_out: int | None = None
-    for spec in specs:
-        if previous_out is not None and spec.in_features != previous_out:
-            raise ExportError(f"{spec.weights.parent}: in_features {spec.in_features} does not follow the "
-                              f"previous module's {previous_out} outputs")
+    previous_out = hidden_size
+    for i, spec in enumerate(specs):
+        if spec.in_features != previous_out:
+            what = (f"the pooled vector's {previous_out} dimensions" if i == 0
+                    else f"the previous module's {previous_out} outputs")
+            raise ExportError(f"{spec.weights.parent}: in_features {spec.in_features} does not match {what}")
         try:
             tensors = load_file(str(spec.weights))
         except Exception as e:  # safetensors reports a corrupt header as several exception types

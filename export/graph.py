@@ -87,10 +87,7 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
         layout = "sequence-first" if fits else "batch-first"
     tokens_first = layout == "sequence-first"
     hidden_size = int(encoder.config.hidden_size)
-    if src.dense and src.dense[0].in_features != hidden_size:
-        raise ExportError(f"{src.dense[0].weights.parent}: in_features {src.dense[0].in_features} does not match "
-                          f"the pooled vector's {hidden_size} dimensions")
-    dense = dense_stack(src.dense)
+    dense = dense_stack(src.dense, hidden_size)
 
     class PooledEncoder(torch.nn.Module):
         def __init__(self) -> None:

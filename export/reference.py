@@ -81,8 +81,9 @@ class TorchReference:
         self.src = src
         self.tokenizer = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
         self.model = load_model(src)
-        self.dense = dense_stack(src.dense)  # sentence-transformers Dense modules, if any
-        self.dim = output_dim(src.dense, int(self.model.config.hidden_size))
+        hidden_size = int(self.model.config.hidden_size)
+        self.dense = dense_stack(src.dense, hidden_size)  # sentence-transformers Dense modules, if any
+        self.dim = output_dim(src.dense, hidden_size)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.src.max_seq_length)
