@@ -64,7 +64,7 @@ def _port(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
-    return _number(float, text, lambda v: v > 0 and v != float("inf"), "a positive number")
+    return _number(float, text, lambda v: 0 < v < float("inf"), "a positive number")
 
 
 def _non_negative_float(text: str) -> float:
@@ -158,8 +158,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 _MODEL_DIR = "folder written by `mstsb-onnx export`"
-_THREADS = "onnxruntime threads (default: the cores this process may use)"
-_BATCH = "texts per onnxruntime call at most (default 32; batches are also capped at 1,024 padded tokens)"
+_THREADS = ("threads for onnxruntime, and for torch when a reference runs (default: the cores this process may "
+            "use for onnxruntime, torch's own default for torch)")
+_BATCH = "texts per batch at most (default 32; onnxruntime batches are also capped at 1,024 padded tokens)"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -41,7 +41,7 @@ def load_model(src: SourceModel, **kwargs: object):
 
 
 def pool(token_embeddings, attention_mask, pooling: str):  # torch tensors in, torch tensor out
-    """One of ``source.SUPPORTED_POOLING``, computed as sentence-transformers' Pooling does."""
+    """One of ``manifest.POOLING_MODES``, computed as sentence-transformers' Pooling does."""
     import torch
 
     if pooling == "cls":

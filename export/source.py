@@ -33,7 +33,6 @@ _POOLING_KEYS = {
     "pooling_mode_weightedmean_tokens": "weightedmean",
     "pooling_mode_lasttoken": "lasttoken",
 }
-SUPPORTED_POOLING = POOLING_MODES
 
 
 # Activations a Dense module may name (its config's activation_function), by the path
@@ -100,9 +99,9 @@ def _pooling_mode(config: dict[str, Any], where: Path) -> str:
         modes = [mode] if isinstance(mode, str) else list(mode) if isinstance(mode, list) else [repr(mode)]
     if len(modes) != 1:
         raise ExportError(f"{where}: pooling modes {modes} are concatenated; only one mode is supported "
-                          f"({', '.join(SUPPORTED_POOLING)})")
-    if modes[0] not in SUPPORTED_POOLING:
-        raise ExportError(f"{where}: pooling {modes[0]!r} is not supported (supported: {', '.join(SUPPORTED_POOLING)})")
+                          f"({', '.join(POOLING_MODES)})")
+    if modes[0] not in POOLING_MODES:
+        raise ExportError(f"{where}: pooling {modes[0]!r} is not supported (supported: {', '.join(POOLING_MODES)})")
     if config.get("include_prompt", True) is False:
         raise ExportError(f"{where}: include_prompt=false (pooling that skips prompt tokens) is not supported")
     return modes[0]
