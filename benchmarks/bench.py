@@ -230,15 +230,15 @@ def machine_info() -> dict:
 
     cpu = "unknown"
     try:
-        flags = Path("/proc/cpuinfo").read_text()
-        fields: dict[str, str] = {}
-        for line in flags.splitlines():
+        fields: dict[str, str] = {}  # the first processor's entries
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
             key, _, value = line.partition(":")
             fields.setdefault(key.strip(), value.strip())
         # A VM's model name can be as bare as "AMD EPYC"; family and model tell the generation
         # (AMD family 25 = Zen 3/4, 26 = Zen 5).
         cpu = f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
-        isa = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2", "amx_int8") if f" {f}" in flags]
+        flags = set(fields.get("flags", "").split())
+        isa = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2", "amx_int8") if f in flags]
     except OSError:
         isa = []
     from mstsb_onnx.session import available_cpus
