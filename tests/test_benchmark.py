@@ -95,3 +95,20 @@ def test_gemm_floor_graph_is_the_encoders_linear_chain_in_int8(tmp_path: Path) -
     assert got.shape == (16, hidden)
     cos = (got * h).sum(1) / (np.linalg.norm(got, axis=1) * np.linalg.norm(h, axis=1))
     assert cos.min() > 0.99, cos.min()
+
+
+def test_results_md_is_what_the_committed_bench_json_renders() -> None:
+    """RESULTS.md is written from bench.json (and ray.md / load.md) by one command, never by hand."""
+    import json
+
+    from benchmarks import bench
+
+    results = json.loads((bench.RESULTS / "bench.json").read_text(encoding="utf-8"))
+    rendered = bench.markdown(results)
+    assert rendered == (bench.HERE / "RESULTS.md").read_text(encoding="utf-8")
+    # The floor column is ours / floor of the same run, as the README quotes it.
+    for threads, fixed in results["fixed"].items():
+        share = f"{100 * fixed[bench.OURS] / fixed[bench.FLOOR]:.0f}%"
+        table = rendered.split(f"## Fixed batch 32 x 32 tokens, {threads} thread(s)")[1].split("##")[0]
+        (ours,) = [line for line in table.splitlines() if line.startswith(f"| {bench.OURS} |")]
+        assert ours.startswith(f"| {bench.OURS} | {fixed[bench.OURS]:.1f} | ") and ours.endswith(f"| {share} |")
