@@ -112,3 +112,27 @@ def test_results_md_is_what_the_committed_bench_json_renders() -> None:
         table = rendered.split(f"## Fixed batch 32 x 32 tokens, {threads} thread(s)")[1].split("##")[0]
         (ours,) = [line for line in table.splitlines() if line.startswith(f"| {bench.OURS} |")]
         assert ours.startswith(f"| {bench.OURS} | {fixed[bench.OURS]:.1f} | ") and ours.endswith(f"| {share} |")
+
+
+def test_readme_quotes_the_committed_results() -> None:
+    """The README's accuracy table and benchmark headline are this checkout's results, not older ones."""
+    import json
+
+    from benchmarks import bench
+
+    readme = (bench.HERE.parent / "README.md").read_text(encoding="utf-8")
+    assert (bench.RESULTS / "sts-dev.md").read_text(encoding="utf-8").strip() in readme
+
+    r = json.loads((bench.RESULTS / "bench.json").read_text(encoding="utf-8"))
+    t = str(max(int(k) for k in r["fixed"]))
+    when = r["speed_measured"]
+    assert f"run of {when[:10]} {when[11:16]}" in readme
+    rows = {line.split("|")[1].strip(): line for line in readme.splitlines() if line.startswith("| ")}
+    fixed, lat = r["fixed"][t], r["latency"][t]["16"]
+    assert f"**{100 * fixed[bench.OURS] / fixed[bench.FLOOR]:.0f}%** ({fixed[bench.OURS]:.1f} sent/s" in rows[
+        f"fixed batch 32 x 32, share of the int8 GEMM floor ({fixed[bench.FLOOR]:.1f} sent/s)"]
+    batch1 = rows["batch 1, 16 tokens, ms"]
+    assert f"**{1000 * lat[bench.OURS]['median']:.1f}**" in batch1
+    assert f"({lat[bench.BASELINE]['median'] / lat[bench.OURS]['median']:.1f}x" in batch1
+    assert f"**{r['throughput'][t]['32'][bench.OURS]['median']:.1f}**" in rows["real multilingual sentences, batch 32, sent/s"]
+    assert f"**{r['peak_rss_mib'][bench.OURS]:.0f}**" in rows["peak RSS embedding 32 x 128, MiB"]
