@@ -96,9 +96,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     m = read_manifest(folder)
     verify_files(folder, m)
     raw = m.raw
-    print(json.dumps({k: raw.get(k) for k in ("source", "dim", "max_seq_length", "pooling", "normalize",
-                                              "prompts", "default_prompt_name", "quantization", "versions")},
-                     indent=2, ensure_ascii=False))
+    shown = {k: raw.get(k) for k in ("source", "dim", "max_seq_length", "pooling", "normalize", "lowercase",
+                                     "prompts", "default_prompt_name", "quantization", "versions")}
+    shown["lowercase"] = m.lowercase  # manifests older than the field lower-case nothing
+    print(json.dumps(shown, indent=2, ensure_ascii=False))
     return 0
 
 

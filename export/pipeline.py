@@ -129,7 +129,8 @@ def _warn_tokens_without_rows(tok: object, rows: int, log: Log) -> None:
 
 def _calibration_feeds(tokenizer_path: Path, src: SourceModel, pad_id: int) -> Iterator[dict[str, np.ndarray]]:
     tok = Tokenizer.from_file(tokenizer_path, src.max_seq_length, pad_id)
-    seqs = tok.encode([src.default_prompt + t for texts in probe_set().values() for t in texts])
+    texts = [src.default_prompt + t for group in probe_set().values() for t in group]
+    seqs = tok.encode([t.lower() for t in texts] if src.do_lower_case else texts)
     for start in range(0, len(seqs), 16):
         ids, mask = pad_batch(seqs[start : start + 16], pad_id)
         yield {"input_ids": ids, "attention_mask": mask}
@@ -147,6 +148,7 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
         "max_seq_length": src.max_seq_length,
         "pooling": src.pooling,
         "normalize": src.normalize,
+        "lowercase": src.do_lower_case,
         "prompts": src.prompts,
         "default_prompt_name": src.default_prompt_name,
         "pad_token_id": pad_id,

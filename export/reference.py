@@ -85,15 +85,19 @@ class TorchReference:
         self.dense = dense_stack(src.dense, hidden_size)  # sentence-transformers Dense modules, if any
         self.dim = output_dim(src.dense, hidden_size)
 
+    def _cased(self, texts: Sequence[str]) -> list[str]:
+        # sentence-transformers' do_lower_case, which its Transformer module applies before tokenizing.
+        return [t.lower() for t in texts] if self.src.do_lower_case else list(texts)
+
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.src.max_seq_length)
+        enc = self.tokenizer(self._cased(texts), truncation=True, max_length=self.src.max_seq_length)
         return [list(ids) for ids in enc["input_ids"]]
 
     def encode(self, texts: Sequence[str], batch_size: int = 8, prompt: str | None = None) -> np.ndarray:
         import torch
 
         prefix = self.src.default_prompt if prompt is None else prompt
-        texts = [prefix + t for t in texts]
+        texts = self._cased([prefix + t for t in texts])
         out = []
         for start in range(0, len(texts), batch_size):
             batch = self.tokenizer(

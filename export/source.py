@@ -4,10 +4,11 @@ From a sentence-transformers folder -- as written by sentence-transformers 2.x t
 module paths and config keys differ -- it reads max_seq_length (sentence_bert_config.json, or
 since 5.0 the tokenizer's model_max_length), the pooling mode (1_Pooling/config.json: any one of
 sentence-transformers' modes), Dense modules after pooling (weights from safetensors only, a fixed
-list of activations), a Normalize module, and prompts (config_sentence_transformers.json). A plain
+list of activations), a Normalize module, prompts (config_sentence_transformers.json) and
+do_lower_case (the runtime then lower-cases each text as sentence-transformers does). A plain
 transformers checkpoint gets the card's defaults: mean pooling, max_seq_length 128. Modules we
-cannot reproduce in the graph (lower-casing, prompt-excluding pooling, concatenated pooling
-modes...) are refused by name rather than silently dropped.
+cannot reproduce in the graph (prompt-excluding pooling, concatenated pooling modes...) are
+refused by name rather than silently dropped.
 
 It reads JSON only; it never loads weights or runs code from the folder.
 """
@@ -76,6 +77,8 @@ class SourceModel:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     dense: list[DenseSpec] = field(default_factory=list)  # applied in order after pooling
+    # sentence-transformers' do_lower_case: str.lower() on each text, prompt included, before tokenizing.
+    do_lower_case: bool = False
 
     @property
     def default_prompt(self) -> str:
@@ -188,8 +191,7 @@ def _read_sentence_transformers(src: SourceModel) -> None:
             bert_cfg = sub / "sentence_bert_config.json"
             if bert_cfg.is_file():
                 cfg = _read_json(bert_cfg)
-                if cfg.get("do_lower_case"):
-                    raise ExportError(f"{bert_cfg}: do_lower_case=true is not supported")
+                src.do_lower_case = bool(cfg.get("do_lower_case", False))
                 _check_text_features(cfg, bert_cfg)
                 if cfg.get("max_seq_length") is not None:
                     src.max_seq_length = int(cfg["max_seq_length"])

@@ -63,7 +63,7 @@ def test_export_error_is_one_line(tmp_path: Path) -> None:
 def test_info(tiny_int8: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["info", str(tiny_int8)]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["dim"] == 32 and shown["quantization"]["mode"] == "int8"
+    assert shown["dim"] == 32 and shown["quantization"]["mode"] == "int8" and shown["lowercase"] is False
 
 
 def test_check_passes_with_user_text_from_stdin(tiny_int8: Path, tiny_src: Path, monkeypatch: pytest.MonkeyPatch,

@@ -105,11 +105,9 @@ def test_sentence_transformers_settings_are_followed(variant: str, tmp_path_fact
          "2_Dense/config.json"),
         (lambda d: (d / "1_Pooling" / "config.json").write_text(json.dumps(
             {"pooling_mode_mean_tokens": True, "pooling_mode_max_tokens": True})), "concatenated"),
-        (lambda d: (d / "sentence_bert_config.json").write_text(json.dumps(
-            {"max_seq_length": 128, "do_lower_case": True})), "do_lower_case"),
         (lambda d: (d / "config.json").unlink(), "no config.json"),
     ],
-    ids=["dense-without-files", "concatenated-pooling", "lowercase", "no-config"],
+    ids=["dense-without-files", "concatenated-pooling", "no-config"],
 )
 def test_unsupported_sources_are_refused(tiny_src: Path, tmp_path: Path, edit, fragment: str) -> None:
     src = copy_folder(tiny_src, tmp_path / "src")
@@ -117,6 +115,29 @@ def test_unsupported_sources_are_refused(tiny_src: Path, tmp_path: Path, edit, f
     with pytest.raises(ExportError, match=fragment):
         export_model(str(src), tmp_path / "out", log=_quiet)
     assert not (tmp_path / "out").exists()
+
+
+# Mixed case in scripts with case; "ΟΔΟΣ" ends in a capital sigma, which str.lower() turns into the
+# final form (ς) and a tokenizer's own Lowercase normalizer into σ.
+CASED_TEXTS = ["HELLO World", "ΟΔΟΣ Αθηνών", "Straße İstanbul", "Ünïcödé MIXED ünïcödé", "no caps here"]
+
+
+def test_do_lower_case_is_applied_as_sentence_transformers_does(tiny_src: Path, tiny_fp32: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    src = copy_folder(tiny_src, tmp_path / "src")
+    (src / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128, "do_lower_case": True}))
+    out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path  # parity vs ST passed
+    assert manifest_of(out)["lowercase"] is True
+    emb = Embedder(out)
+    st = SentenceTransformer(str(src), device="cpu")
+    theirs = [[int(i) for i, m in zip(ids, mask) if m] for ids, mask in zip(
+        *(st.tokenize(CASED_TEXTS)[k].tolist() for k in ("input_ids", "attention_mask")))]
+    assert emb.tokenize(CASED_TEXTS) == theirs
+    np.testing.assert_array_equal(emb.encode(CASED_TEXTS), emb.encode([t.lower() for t in CASED_TEXTS]))
+    np.testing.assert_allclose(emb.encode(CASED_TEXTS), st.encode(CASED_TEXTS), atol=1e-4)
+    # Without the flag the same folder keeps case (the tiny tokenizer does not lower-case itself).
+    assert Embedder(tiny_fp32).tokenize(["HELLO"]) != emb.tokenize(["HELLO"])
 
 
 def test_missing_local_folder(tmp_path: Path) -> None:
