@@ -98,7 +98,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     raw = m.raw
     shown = {k: raw.get(k) for k in ("source", "dim", "max_seq_length", "pooling", "normalize", "lowercase",
                                      "prompts", "default_prompt_name", "quantization", "versions")}
-    shown["lowercase"] = m.lowercase  # manifests older than the field lower-case nothing
+    shown["lowercase"] = bool(raw.get("lowercase", False))  # manifests older than the field lower-case nothing
     print(json.dumps(shown, indent=2, ensure_ascii=False))
     return 0
 

@@ -143,10 +143,6 @@ class Embedder:
         prefix = self._prefix(prompt, prompt_name)
         if prefix:
             items = [prefix + t for t in items]
-        if self.manifest.lowercase:
-            # As sentence-transformers' do_lower_case: Python's str.lower on the whole text, which a
-            # tokenizer's own Lowercase normalizer does not match (it has no final-sigma rule).
-            items = [t.lower() for t in items]
         return self.tokenizer.encode(items) if items else []
 
     def _feeds(self, seqs: list[list[int]]) -> dict[str, np.ndarray]:

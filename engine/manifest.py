@@ -52,8 +52,6 @@ class Manifest:
     # Rows of the word-embedding table; ids at or above it have no vector. None in manifests
     # written before it was recorded (the runtime then cannot check ids before running).
     vocab_size: int | None = None
-    # sentence-transformers' do_lower_case: texts are lower-cased (prompt included) before tokenizing.
-    lowercase: bool = False
 
     @property
     def quantization_mode(self) -> str:
@@ -112,7 +110,6 @@ def read_manifest(folder: Path) -> Manifest:
         files={str(k): str(v) for k, v in _require(doc, "files", dict, path).items()},
         raw=doc,
         vocab_size=_require(doc, "vocab_size", int, path) if "vocab_size" in doc else None,
-        lowercase=_require(doc, "lowercase", bool, path) if "lowercase" in doc else False,
     )
 
 

@@ -31,7 +31,7 @@ from mstsb_onnx.export.graph import DENSE_NODES, INPUT_NAMES, LAYOUTS, OPSET, OU
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.export.probes import probe_set
 from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
-from mstsb_onnx.export.reference import SentenceTransformersReference, TorchReference
+from mstsb_onnx.export.reference import SentenceTransformersReference, TorchReference, lower_case_first
 from mstsb_onnx.export.smooth import OUTLIER_SUFFIX, down_projections, smooth_graph
 from mstsb_onnx.export.source import SourceModel, resolve_source
 from mstsb_onnx.manifest import FORMAT, MANIFEST_NAME, sha256_file
@@ -108,6 +108,8 @@ def _write_tokenizer(src: SourceModel, out: Path) -> tuple[object, int]:
                           f"({type(e).__name__}: {e}); is `pip install \"mstsb-onnx[export]\"` complete?") from e
     if not getattr(tok, "is_fast", False):
         raise ExportError(f"{src.model_dir}: no fast tokenizer could be built (is `tokenizers` installed?)")
+    if src.do_lower_case:
+        lower_case_first(tok)
     # Compact JSON: half the size of the pretty form (8 vs 16 MB for XLM-R), same tokenizer.
     tok.backend_tokenizer.save(str(out / TOKENIZER_FILE), pretty=False)
     if tok.pad_token_id is None:
@@ -129,8 +131,7 @@ def _warn_tokens_without_rows(tok: object, rows: int, log: Log) -> None:
 
 def _calibration_feeds(tokenizer_path: Path, src: SourceModel, pad_id: int) -> Iterator[dict[str, np.ndarray]]:
     tok = Tokenizer.from_file(tokenizer_path, src.max_seq_length, pad_id)
-    texts = [src.default_prompt + t for group in probe_set().values() for t in group]
-    seqs = tok.encode([t.lower() for t in texts] if src.do_lower_case else texts)
+    seqs = tok.encode([src.default_prompt + t for texts in probe_set().values() for t in texts])
     for start in range(0, len(seqs), 16):
         ids, mask = pad_batch(seqs[start : start + 16], pad_id)
         yield {"input_ids": ids, "attention_mask": mask}

@@ -66,6 +66,21 @@ def pool(token_embeddings, attention_mask, pooling: str):  # torch tensors in, t
     return total / torch.sqrt(count) if pooling == "mean_sqrt_len_tokens" else total / count
 
 
+def lower_case_first(tokenizer: object) -> None:
+    """sentence-transformers 5's ``do_lower_case``: a Lowercase normalizer put in front of the fast
+    tokenizer's own, unless it already has one. (sentence-transformers 2-4 called ``str.lower()``
+    on each text instead; the two differ on a word-final capital sigma: "ΟΔΟΣ" -> "οδοσ" / "οδος".)
+    Applied to the tokenizer.json the runtime loads, so the runtime needs no case handling."""
+    from tokenizers.normalizers import Lowercase
+    from tokenizers.normalizers import Sequence as NormalizerSequence
+
+    backend = tokenizer.backend_tokenizer  # type: ignore[attr-defined]
+    current = backend.normalizer
+    parts = list(current) if isinstance(current, NormalizerSequence) else [] if current is None else [current]
+    if not any(isinstance(n, Lowercase) for n in parts):
+        backend.normalizer = NormalizerSequence([Lowercase(), *parts])
+
+
 class TorchReference:
     """transformers + pooling, as the model card runs it (fp32, CPU)."""
 
@@ -80,24 +95,22 @@ class TorchReference:
             torch.set_num_threads(threads)
         self.src = src
         self.tokenizer = AutoTokenizer.from_pretrained(str(src.model_dir), trust_remote_code=False)
+        if src.do_lower_case:
+            lower_case_first(self.tokenizer)
         self.model = load_model(src)
         hidden_size = int(self.model.config.hidden_size)
         self.dense = dense_stack(src.dense, hidden_size)  # sentence-transformers Dense modules, if any
         self.dim = output_dim(src.dense, hidden_size)
 
-    def _cased(self, texts: Sequence[str]) -> list[str]:
-        # sentence-transformers' do_lower_case, which its Transformer module applies before tokenizing.
-        return [t.lower() for t in texts] if self.src.do_lower_case else list(texts)
-
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        enc = self.tokenizer(self._cased(texts), truncation=True, max_length=self.src.max_seq_length)
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.src.max_seq_length)
         return [list(ids) for ids in enc["input_ids"]]
 
     def encode(self, texts: Sequence[str], batch_size: int = 8, prompt: str | None = None) -> np.ndarray:
         import torch
 
         prefix = self.src.default_prompt if prompt is None else prompt
-        texts = self._cased([prefix + t for t in texts])
+        texts = [prefix + t for t in texts]
         out = []
         for start in range(0, len(texts), batch_size):
             batch = self.tokenizer(

@@ -5,7 +5,7 @@ module paths and config keys differ -- it reads max_seq_length (sentence_bert_co
 since 5.0 the tokenizer's model_max_length), the pooling mode (1_Pooling/config.json: any one of
 sentence-transformers' modes), Dense modules after pooling (weights from safetensors only, a fixed
 list of activations), a Normalize module, prompts (config_sentence_transformers.json) and
-do_lower_case (the runtime then lower-cases each text as sentence-transformers does). A plain
+do_lower_case (written into the exported tokenizer as sentence-transformers 5 applies it). A plain
 transformers checkpoint gets the card's defaults: mean pooling, max_seq_length 128. Modules we
 cannot reproduce in the graph (prompt-excluding pooling, concatenated pooling modes...) are
 refused by name rather than silently dropped.
@@ -77,7 +77,7 @@ class SourceModel:
     prompts: dict[str, str] = field(default_factory=dict)
     default_prompt_name: str | None = None
     dense: list[DenseSpec] = field(default_factory=list)  # applied in order after pooling
-    # sentence-transformers' do_lower_case: str.lower() on each text, prompt included, before tokenizing.
+    # sentence-transformers' do_lower_case: lower-case each text (prompt included) before tokenizing.
     do_lower_case: bool = False
 
     @property

@@ -230,9 +230,8 @@ def test_changed_file_is_named(tiny_int8: Path, tmp_path: Path, name: str) -> No
         (lambda d: d.update(pooling="sum"), "unknown pooling 'sum'"),
         (lambda d: d.update(default_prompt_name="q"), "default_prompt_name 'q'"),
         (lambda d: d["files"].update({"../x": "0"}), "points outside the folder"),
-        (lambda d: d.update(lowercase="yes"), "field 'lowercase' has type str"),
     ],
-    ids=["no-dim", "format", "pooling", "prompt", "escape", "lowercase-type"],
+    ids=["no-dim", "format", "pooling", "prompt", "escape"],
 )
 def test_bad_manifest(tiny_int8: Path, tmp_path: Path, edit, fragment: str) -> None:
     folder = copy_folder(tiny_int8, tmp_path / "model")
