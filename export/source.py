@@ -181,10 +181,11 @@ def _read_sentence_transformers(src: SourceModel) -> None:
     if not isinstance(modules, list) or not modules:
         raise ExportError(f"{root / 'modules.json'}: expected a non-empty list of modules")
     pooling_seen = False
+    base = root.resolve()  # module paths are compared resolved, so "../x" and links are seen for what they are
     for module in modules:
         kind = _module_kind(str(module.get("type", "")))
         sub = (root / str(module.get("path", ""))).resolve()
-        if sub != root.resolve() and root.resolve() not in sub.parents:
+        if sub != base and base not in sub.parents:
             raise ExportError(f"{root / 'modules.json'}: module path {module.get('path')!r} leads outside the folder")
         if kind == "Transformer":
             src.model_dir = sub
