@@ -82,8 +82,8 @@ def main(argv: list[str] | None = None) -> int:
 
         emb = Embedder(out, threads=args.threads)
         texts = [t for _, t in SENTENCES]
-        vecs = emb.encode(texts, normalize=True)
-        sim = vecs @ vecs.T
+        vecs = emb.encode(texts)
+        sim = emb.similarity(vecs, vecs)
         print(f"\ncosine similarity ({emb.dim}-dim, default prompt {emb.manifest.default_prompt!r}):")
         labels = [f"{i}:{lang}" for i, (lang, _) in enumerate(SENTENCES)]
         print("        " + " ".join(f"{lab:>7}" for lab in labels))

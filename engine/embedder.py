@@ -25,6 +25,7 @@ from mstsb_onnx.errors import InputError, ModelFolderError, MstsbError
 from mstsb_onnx.inputs import as_text_list, is_count
 from mstsb_onnx.manifest import Manifest, Verify, read_manifest, verify_files
 from mstsb_onnx.session import make_session
+from mstsb_onnx.similarity import cosine_similarity
 from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch
 
 OUTPUT_NAME = "sentence_embedding"
@@ -218,6 +219,14 @@ class Embedder:
                 norms = np.linalg.norm(out, axis=1, keepdims=True)
                 out /= np.maximum(norms, 1e-12)
         return out
+
+    @staticmethod
+    def similarity(a: object, b: object) -> np.ndarray:
+        """Cosine similarity matrix [len(a), len(b)] of two ``encode`` results (a vector is one row).
+
+        Like sentence-transformers' ``model.similarity``, but numpy float32.
+        """
+        return cosine_similarity(a, b)
 
     def __repr__(self) -> str:
         return f"Embedder({str(self.path)!r}, dim={self.dim}, max_seq_length={self.max_seq_length})"
