@@ -17,7 +17,8 @@ class ModelFolderError(MstsbError):
 
 
 class InputError(MstsbError, ValueError):
-    """A text given to ``encode`` cannot be embedded (e.g. bytes that are not UTF-8)."""
+    """Input that cannot be used: a text ``encode`` cannot embed (e.g. bytes that are not UTF-8), or
+    vectors ``similarity`` cannot compare."""
 
 
 class MissingExtraError(MstsbError, ImportError):

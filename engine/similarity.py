@@ -10,19 +10,21 @@ from __future__ import annotations
 
 import numpy as np
 
+from mstsb_onnx.errors import InputError
+
 
 def _rows(x: object, name: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.dtype.kind not in "fiu" or arr.ndim not in (1, 2):
-        raise ValueError(
+        raise InputError(
             f"{name} must be a 1-D or 2-D array of numbers (what encode returns), got "
             f"{arr.ndim}-D {arr.dtype} of shape {arr.shape}"
         )
     arr = np.atleast_2d(arr).astype(np.float32, copy=False)
     if arr.shape[1] == 0:
-        raise ValueError(f"{name} has vectors of dimension 0")
+        raise InputError(f"{name} has vectors of dimension 0")
     if not np.isfinite(arr).all():
-        raise ValueError(f"{name} holds NaN or infinite values; cosine similarity is undefined for them")
+        raise InputError(f"{name} holds NaN or infinite values; cosine similarity is undefined for them")
     return arr
 
 
@@ -30,7 +32,7 @@ def cosine_similarity(a: object, b: object) -> np.ndarray:
     """``[len(a), len(b)]`` float32 cosines of the rows of ``a`` and ``b`` (same dimension)."""
     x, y = _rows(a, "a"), _rows(b, "b")
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"a and b must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
+        raise InputError(f"a and b must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
     # Clamp the norm as the graph's pooling clamps its denominator: a zero row scores 0, not NaN.
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)

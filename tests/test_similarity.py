@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mstsb_onnx import Embedder
+from mstsb_onnx import Embedder, InputError
 from mstsb_onnx.similarity import cosine_similarity
 
 
@@ -48,5 +48,5 @@ def test_zero_vector_scores_zero_not_nan() -> None:
     ids=["dims-differ", "3-d", "texts-not-vectors", "nan", "empty-vector"],
 )
 def test_bad_input_is_named(a: object, b: object, fragment: str) -> None:
-    with pytest.raises(ValueError, match=fragment):
+    with pytest.raises(InputError, match=fragment):
         cosine_similarity(a, b)
