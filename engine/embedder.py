@@ -25,7 +25,7 @@ from mstsb_onnx.errors import InputError, ModelFolderError, MstsbError
 from mstsb_onnx.inputs import as_text_list, is_count
 from mstsb_onnx.manifest import Manifest, Verify, read_manifest, verify_files
 from mstsb_onnx.session import make_session
-from mstsb_onnx.similarity import cosine_similarity
+from mstsb_onnx.similarity import cosine_similarity, unit_rows
 from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch
 
 OUTPUT_NAME = "sentence_embedding"
@@ -216,8 +216,7 @@ class Embedder:
             if bad.any():
                 raise MstsbError(f"the model produced non-finite values for texts at {np.flatnonzero(bad)[:10].tolist()}")
             if normalize or self.manifest.normalize:
-                norms = np.linalg.norm(out, axis=1, keepdims=True)
-                out /= np.maximum(norms, 1e-12)
+                out = unit_rows(out)
         return out
 
     @staticmethod

@@ -3,7 +3,8 @@
 ``cosine_similarity(a, b)`` takes two embedding arrays (a 1-D vector counts as one row) and
 returns the ``[len(a), len(b)]`` float32 matrix of their cosines. It is numpy only and does not
 embed: pass it what ``Embedder.encode`` returned. A zero vector has cosine 0 with everything
-rather than NaN. STS scoring (``sts``) normalises in float64 on its own, for exact correlations.
+rather than NaN. ``unit_rows`` is the one L2 normalisation: ``encode(normalize=True)`` and STS
+scoring (in float64) use it too.
 """
 
 from __future__ import annotations
@@ -11,6 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from mstsb_onnx.errors import InputError
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Each row divided by its L2 norm, in ``x``'s dtype; a new array. The norm is clamped as the
+    graph's pooling clamps its denominator, so a zero row stays zero instead of becoming NaN."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _rows(x: object, name: str) -> np.ndarray:
@@ -33,7 +40,4 @@ def cosine_similarity(a: object, b: object) -> np.ndarray:
     x, y = _rows(a, "a"), _rows(b, "b")
     if x.shape[1] != y.shape[1]:
         raise InputError(f"a and b must have the same dimension, got {x.shape[1]} and {y.shape[1]}")
-    # Clamp the norm as the graph's pooling clamps its denominator: a zero row scores 0, not NaN.
-    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-    y = y / np.maximum(np.linalg.norm(y, axis=1, keepdims=True), 1e-12)
-    return (x @ y.T).astype(np.float32, copy=False)
+    return (unit_rows(x) @ unit_rows(y).T).astype(np.float32, copy=False)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from mstsb_onnx.errors import InputError
+from mstsb_onnx.similarity import unit_rows
 
 COLUMNS = ("task", "idx", "sentence1", "sentence2", "score")
 
@@ -110,9 +111,7 @@ def unique_sentences(tasks: dict[str, list[Pair]]) -> list[str]:
 
 def vector_map(sentences: list[str], vectors: np.ndarray) -> dict[str, np.ndarray]:
     """sentence -> L2-normalised float64 vector."""
-    emb = np.asarray(vectors, dtype=np.float64)
-    emb = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    return dict(zip(sentences, emb))
+    return dict(zip(sentences, unit_rows(np.asarray(vectors, dtype=np.float64))))
 
 
 def score_tasks(tasks: dict[str, list[Pair]], vectors: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
