@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.gemm_floor import floor_session
-from mstsb_onnx import benchmark as bm
+from mstsb_onnx.eval import benchmark as bm
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -241,7 +241,7 @@ def machine_info() -> dict:
         isa = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2", "amx_int8") if f in flags]
     except OSError:
         isa = []
-    from mstsb_onnx.session import available_cpus
+    from mstsb_onnx.cpus import available_cpus
 
     versions = {}
     for dist in ("onnxruntime", "torch", "transformers", "sentence-transformers", "optimum-onnx", "tokenizers", "numpy"):

@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from mstsb_onnx import Embedder
-    from mstsb_onnx.bulk import embed_file
-    from mstsb_onnx.ray import embed_file_ray
+    from mstsb_onnx.corpus.bulk import embed_file
+    from mstsb_onnx.corpus.ray import embed_file_ray
 
     model = paths_only(str(args.models_dir.resolve()))["int8"]
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))

@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mstsb_onnx.evaluation import run_eval_sts
+from mstsb_onnx.eval.evaluation import run_eval_sts
 from mstsb_onnx.export import export_model
 from mstsb_onnx.manifest import MANIFEST_NAME
 

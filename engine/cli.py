@@ -26,7 +26,7 @@ from mstsb_onnx.errors import MstsbError
 
 def _read_lines(source: str) -> list[str]:
     """Non-empty lines of a file, or of stdin for ``-``; a line that is not UTF-8 is an error."""
-    from mstsb_onnx.corpus import BadRow, read_rows
+    from mstsb_onnx.corpus.readers import BadRow, read_rows
 
     lines = []
     for row in read_rows(source, "text"):
@@ -104,7 +104,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_eval_sts(args: argparse.Namespace) -> int:
-    from mstsb_onnx.evaluation import run_eval_sts
+    from mstsb_onnx.eval.evaluation import run_eval_sts
 
     run_eval_sts(args.model_dirs, Path(args.data), reference=args.reference, per_task=args.per_task,
                  out_json=args.json, out_md=args.markdown, threads=args.threads, batch_size=args.batch_size)
@@ -112,10 +112,10 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from mstsb_onnx.bulk import embed_file
+    from mstsb_onnx.corpus.bulk import embed_file
 
     if args.ray is not None:
-        from mstsb_onnx.ray import embed_file_ray
+        from mstsb_onnx.corpus.ray import embed_file_ray
 
         stats = embed_file_ray(args.model_dir, args.input, Path(args.output), fmt=args.format, field=args.column,
                                on_error=args.on_error, address=args.ray or None, workers=args.workers,
@@ -132,7 +132,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mstsb_onnx.server import ServeConfig, serve
+    from mstsb_onnx.serve import ServeConfig, serve
 
     config = ServeConfig(model_dir=args.model_dir, model_name=args.model_name or Path(args.model_dir).name,
                          workers=args.workers, threads_per_worker=args.threads_per_worker,
@@ -149,8 +149,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from mstsb_onnx.benchmark import run_cli_bench
-    from mstsb_onnx.sinks import write_report
+    from mstsb_onnx.eval.benchmark import run_cli_bench
+    from mstsb_onnx.files import write_report
 
     result = run_cli_bench(args.model_dir, args.reference, args.threads, rounds=args.rounds)
     if args.json:
@@ -235,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray actors, one onnxruntime session each (default 2)")
     m.set_defaults(func=cmd_embed)
 
-    from mstsb_onnx.server import ServeConfig  # light: starlette/uvicorn load only when serving
+    from mstsb_onnx.serve.config import ServeConfig  # standard library only: --help stays light
 
     v = sub.add_parser("serve", help="OpenAI-compatible embedding server (needs the 'serve' extra)",
                        description="POST /v1/embeddings (OpenAI-compatible), GET /health, GET /metrics. Concurrent "

@@ -32,68 +32,79 @@ OUTPUT_NAME = "sentence_embedding"
 MODEL_FILE = "model.onnx"
 TOKENIZER_FILE = "tokenizer.json"
 _KNOWN_INPUTS = {"input_ids", "attention_mask", "token_type_ids"}
-# Padded tokens per batch. Measured on XLM-R base int8, 2 threads, encode(32 x 128 tokens): one
-# batch 37.2 sent/s and 554 MiB peak RSS (tokenizer and model included); 2,048-token batches 37.2
-# and 554; 1,024-token batches 39.5 and 507. Batches up to 1,024 tokens (32 x 32) are untouched.
+# Padded tokens per batch: capping long batches lowers peak memory and is faster; batches up to
+# 32 x 32 are untouched (docs/performance.md, "What won").
 DEFAULT_MAX_BATCH_TOKENS = 1024
+
+
+def _check_options(max_batch_tokens: int | None, spin: object) -> None:
+    if max_batch_tokens is not None and not is_count(max_batch_tokens):
+        raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
+    if not isinstance(spin, bool):
+        raise ValueError(f"spin must be True or False, got {spin!r}")
 
 
 class Embedder:
     """Embed sentences with an exported model folder.
 
-    ``threads`` defaults to the cores this process may use (affinity and cgroup quota);
-    ``tokenizer`` and ``session`` can be passed ready-made (tests pass fakes), in which case
-    ``manifest`` may replace ``path``. ``verify`` is "cached" (hash once, then trust unchanged
-    size/mtime/inode), "full" or "off". ``max_batch_tokens`` bounds padded tokens per batch
-    (None: only ``batch_size`` bounds it); ``spin=False`` stops idle threads from spinning.
+    ``threads`` defaults to the cores this process may use (affinity and cgroup quota).
+    ``verify`` is "cached" (hash once, then trust unchanged size/mtime/inode), "full" or "off".
+    ``max_batch_tokens`` bounds padded tokens per batch (None: only ``batch_size`` bounds it);
+    ``spin=False`` stops idle threads from spinning. ``Embedder.from_parts`` takes a ready-made
+    tokenizer, session and manifest instead of a folder (tests pass fakes that way).
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str] | None = None,
+        path: str | os.PathLike[str],
         threads: int | None = None,
         providers: Sequence[str] | None = None,
         *,
-        tokenizer: TokenizerLike | None = None,
-        session: Any | None = None,
-        manifest: Manifest | None = None,
         verify: Verify = "cached",
         spin: bool = True,
         max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     ) -> None:
-        if path is None and manifest is None:
-            raise ValueError("Embedder needs a model folder path (or a manifest with ready-made tokenizer and session)")
-        if max_batch_tokens is not None and not is_count(max_batch_tokens):
-            raise ValueError(f"max_batch_tokens must be a positive int or None, got {max_batch_tokens!r}")
-        if not isinstance(spin, bool):
-            raise ValueError(f"spin must be True or False, got {spin!r}")
-        self.path = Path(path) if path is not None else None
-        from_folder = manifest is None and self.path is not None
-        if from_folder:
-            manifest = read_manifest(self.path)
-            verify_files(self.path, manifest, "off")  # fail fast on missing files, hash below
-        self.manifest: Manifest = manifest  # type: ignore[assignment]  # set on both branches above
-        # Cold start: tokenizers holds the GIL for the whole ~0.6 s it takes to build XLM-R's
-        # 250k-piece Unigram model; hashing and most of onnxruntime's session creation release it.
-        # The tokenizer is parsed only once the session is in its long GIL-free step: measured in
-        # new processes (2 cores, medians of 8), 0.78 s to a ready Embedder vs 0.89 when both are
-        # started at once -- the session's Python glue then waits out the tokenizer -- and 0.89
-        # one after the other.
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"Embedder needs a model folder path, got {type(path).__name__} "
+                            "(use Embedder.from_parts for a ready-made tokenizer and session)")
+        _check_options(max_batch_tokens, spin)
+        folder = Path(path)
+        manifest = read_manifest(folder)
+        verify_files(folder, manifest, "off")  # fail fast on missing files, hash below
+        # Cold start: tokenizers holds the GIL while it builds a Unigram model; hashing and most
+        # of onnxruntime's session creation release it. The tokenizer is parsed only once the
+        # session is in its long GIL-free step, so the two overlap (docs/performance.md).
         with ThreadPoolExecutor(2) as pool:
-            checked = pool.submit(verify_files, self.path, manifest, verify) if from_folder else None
-            made = None
-            if session is None:
-                entering = threading.Event()
-                made = pool.submit(make_session, self._file(MODEL_FILE), threads, providers, spin, entering)
-                entering.wait()  # make_session sets it on every path, errors included
-            if tokenizer is None:
-                tokenizer = Tokenizer.from_file(
-                    self._file(TOKENIZER_FILE), manifest.max_seq_length, int(manifest.raw.get("pad_token_id", 1))
-                )
-            if checked is not None:
-                checked.result()  # a changed file is the error to report, before any other
-            if made is not None:
-                session = made.result()
+            checked = pool.submit(verify_files, folder, manifest, verify)
+            entering = threading.Event()
+            made = pool.submit(make_session, folder / MODEL_FILE, threads, providers, spin, entering)
+            entering.wait()  # make_session sets it on every path, errors included
+            tokenizer = Tokenizer.from_file(folder / TOKENIZER_FILE, manifest.max_seq_length,
+                                            int(manifest.raw.get("pad_token_id", 1)))
+            checked.result()  # a changed file is the error to report, before any other
+            session = made.result()
+        self._setup(tokenizer, session, manifest, folder, max_batch_tokens)
+
+    @classmethod
+    def from_parts(
+        cls,
+        tokenizer: TokenizerLike,
+        session: Any,
+        manifest: Manifest,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+    ) -> Embedder:
+        """An Embedder over a ready-made tokenizer, onnxruntime-like session and manifest."""
+        _check_options(max_batch_tokens, True)
+        self = cls.__new__(cls)
+        self._setup(tokenizer, session, manifest, Path(path) if path is not None else None, max_batch_tokens)
+        return self
+
+    def _setup(self, tokenizer: TokenizerLike, session: Any, manifest: Manifest, path: Path | None,
+               max_batch_tokens: int | None) -> None:
+        self.path = path
+        self.manifest = manifest
         self.tokenizer = tokenizer
         self.session = session
         self.max_batch_tokens = max_batch_tokens
@@ -107,11 +118,6 @@ class Embedder:
         outputs = [o.name for o in session.get_outputs()]
         if OUTPUT_NAME not in outputs:
             raise ModelFolderError(f"the ONNX graph has outputs {outputs}, not {OUTPUT_NAME!r}")
-
-    def _file(self, name: str) -> Path:
-        if self.path is None:
-            raise ValueError(f"no model folder to read {name} from; pass it ready-made")
-        return self.path / name
 
     @property
     def dim(self) -> int:

@@ -1,16 +1,13 @@
 """Create the onnxruntime session with every option set explicitly.
 
 Defaults that onnxruntime would otherwise pick for us are wrong for a CPU server: it sizes its
-thread pool from the machine's core count, not from the cores this process may use (a container
-limited to 2 CPUs on a 64-core host would start 64 threads). This module decides threads from the
-affinity mask and the cgroup CPU quota, and fixes the other options so that runs are reproducible.
-It does not tokenize or pool; see ``embedder``.
+thread pool from the machine's core count, not from the cores this process may use. Threads come
+from ``cpus.available_cpus`` (affinity mask and cgroup quota); the other options are fixed so that
+runs are reproducible. It does not tokenize or pool; see ``embedder``.
 """
 
 from __future__ import annotations
 
-import math
-import os
 import sys
 import threading
 from collections.abc import Callable, Sequence
@@ -20,45 +17,13 @@ from types import FrameType
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
 
+from mstsb_onnx.cpus import available_cpus
 from mstsb_onnx.errors import ModelFolderError
 from mstsb_onnx.inputs import is_count
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
-
-# Graph rewrites we turn off. onnxruntime fuses Add + LayerNormalization into its contrib
-# SkipLayerNormalization, whose CPU kernel (1.32) measured 7-9x slower than the two ops it
-# replaces (32x32x768: 1.6 ms vs 0.21 ms at 2 threads; 3.2 vs 0.36 ms at 1), which cost
-# the int8 model 8-10% at batch 32 (README "Benchmarks", "what won").
+# Graph rewrites we turn off: onnxruntime's CPU SkipLayerNormalization is slower than the
+# Add + LayerNormalization it would replace (docs/performance.md, "What won").
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
-
-
-def _cgroup_cpu_limit() -> float | None:
-    """CPUs allowed by the cgroup quota (v2 ``cpu.max`` or v1 ``cfs_quota_us``), if any."""
-    try:
-        quota, period = (CGROUP_ROOT / "cpu.max").read_text().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
-    try:
-        quota = int((CGROUP_ROOT / "cpu" / "cpu.cfs_quota_us").read_text())
-        period = int((CGROUP_ROOT / "cpu" / "cpu.cfs_period_us").read_text())
-        return quota / period if quota > 0 and period > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
-def available_cpus() -> int:
-    """Cores this process may run on: affinity mask, capped by the cgroup quota, at least 1."""
-    try:
-        n = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        n = os.cpu_count() or 1
-    limit = _cgroup_cpu_limit()
-    if limit is not None:
-        n = min(n, max(1, math.ceil(limit)))
-    return max(1, n)
 
 
 def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:

@@ -18,7 +18,7 @@ import numpy as np
 
 from mstsb_onnx.embedder import Embedder
 from mstsb_onnx.errors import ParityError
-from mstsb_onnx.export.probes import edge_cases, probe_set
+from mstsb_onnx.probes import edge_cases, probe_set
 
 # fp32: set by the issue; measured max abs diff on the stand-in and the tiny model is ~1e-6
 # (different attention kernels and summation order only).

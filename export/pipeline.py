@@ -29,7 +29,7 @@ from mstsb_onnx.export import parity
 from mstsb_onnx.export.deps import require
 from mstsb_onnx.export.graph import DENSE_NODES, INPUT_NAMES, LAYOUTS, OPSET, OUTPUT_NAME, export_fp32
 from mstsb_onnx.export.layout import write_model
-from mstsb_onnx.export.probes import probe_set
+from mstsb_onnx.probes import probe_set
 from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
 from mstsb_onnx.export.reference import SentenceTransformersReference, TorchReference, lower_case_first
 from mstsb_onnx.export.smooth import OUTLIER_SUFFIX, down_projections, smooth_graph

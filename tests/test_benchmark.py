@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mstsb_onnx import benchmark as bm
+from mstsb_onnx.eval import benchmark as bm
 
 
 def _count_words(text: str) -> int:

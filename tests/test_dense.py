@@ -46,7 +46,7 @@ HEADS = {
 
 @pytest.mark.parametrize("head", list(HEADS), ids=list(HEADS))
 def test_dense_head_matches_sentence_transformers(tiny_src: Path, tmp_path: Path, head: str) -> None:
-    pytest.importorskip("sentence_transformers")
+    import sentence_transformers  # noqa: F401
     src = copy_folder(tiny_src, tmp_path / "src")
     for i, (n_in, n_out, act) in enumerate(HEADS[head]):
         _add_dense(src, n_in, n_out, act, seed=i)

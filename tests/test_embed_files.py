@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from mstsb_onnx import Embedder, InputError
-from mstsb_onnx.bulk import embed_file
+from mstsb_onnx.corpus.bulk import embed_file
 from mstsb_onnx.cli import main
-from mstsb_onnx.export.probes import probe_set
+from mstsb_onnx.probes import probe_set
 
 TEXTS = [t for s in probe_set().values() for t in s[:2]]
 
@@ -144,7 +144,7 @@ def test_cli_bad_output_suffix(tiny_int8: Path, tmp_path: Path, capsys: pytest.C
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray = pytest.importorskip("ray")
+    import ray
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     yield ray
     ray.shutdown()
@@ -152,7 +152,7 @@ def local_ray():
 
 @pytest.mark.slow
 def test_ray_embed_dataset_equals_single_process(local_ray, tiny_fp32: Path) -> None:
-    from mstsb_onnx.ray import embed_dataset
+    from mstsb_onnx.corpus.ray import embed_dataset
 
     ds = local_ray.data.from_items([{"text": t, "id": i} for i, t in enumerate(TEXTS)])
     rows = embed_dataset(ds, tiny_fp32, workers=2, rows_per_task=8).take_all()
@@ -164,7 +164,7 @@ def test_ray_embed_dataset_equals_single_process(local_ray, tiny_fp32: Path) -> 
 
 @pytest.mark.slow
 def test_ray_cli_path_matches_single_process(local_ray, tiny_fp32: Path, tmp_path: Path) -> None:
-    from mstsb_onnx.ray import embed_file_ray
+    from mstsb_onnx.corpus.ray import embed_file_ray
 
     src = _write(tmp_path / "in.txt", "text", TEXTS)
     stats = embed_file_ray(str(tiny_fp32), str(src), tmp_path / "ray.npy", workers=2)

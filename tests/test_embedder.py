@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mstsb_onnx import Embedder, InputError, ModelFolderError
-from mstsb_onnx.export.probes import edge_cases, probe_set
+from mstsb_onnx.probes import edge_cases, probe_set
 from mstsb_onnx.manifest import MANIFEST_NAME, Manifest
 
 from conftest import copy_folder
@@ -289,7 +289,7 @@ def _fake_manifest() -> Manifest:
 
 def test_ready_made_parts_and_feeds_by_input_name() -> None:
     session = FakeSession()
-    emb = Embedder(tokenizer=FakeTokenizer(), session=session, manifest=_fake_manifest())
+    emb = Embedder.from_parts(FakeTokenizer(), session, _fake_manifest())
     texts = ["a", "abcdef", "abc", ""]
     out = emb.encode(texts, batch_size=2)
     # Restored order: row i holds len(text) + 2 special tokens.
@@ -306,7 +306,7 @@ def test_unknown_graph_inputs_are_refused() -> None:
             return [self._Arg("input_ids"), self._Arg("pixel_values")]
 
     with pytest.raises(ModelFolderError, match="pixel_values"):
-        Embedder(tokenizer=FakeTokenizer(), session=Odd(), manifest=_fake_manifest())
+        Embedder.from_parts(FakeTokenizer(), Odd(), _fake_manifest())
 
 
 def test_non_finite_output_is_an_error() -> None:
@@ -314,7 +314,7 @@ def test_non_finite_output_is_an_error() -> None:
         def run(self, names, feeds):
             return [np.full((feeds["input_ids"].shape[0], 4), np.nan, np.float32)]
 
-    emb = Embedder(tokenizer=FakeTokenizer(), session=NaNSession(), manifest=_fake_manifest())
+    emb = Embedder.from_parts(FakeTokenizer(), NaNSession(), _fake_manifest())
     with pytest.raises(Exception, match="non-finite"):
         emb.encode(["x"])
 

@@ -17,8 +17,8 @@ import pytest
 
 from mstsb_onnx import Embedder
 
-openai = pytest.importorskip("openai")
-httpx = pytest.importorskip("httpx")
+import openai
+import httpx
 
 TEXTS = ["Hello world", "Hola mundo", "你好，世界", "مرحبا بالعالم", "Grüß Gott"]
 
@@ -29,27 +29,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tiny_int8: Path):
+def start_server(folder: Path, *args: str) -> tuple[str, subprocess.Popen]:
+    """``mstsb-onnx serve`` as a real process; returns once /health answers 200."""
     port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mstsb_onnx.cli", "serve", str(tiny_int8), "--port", str(port), "--workers", "2",
-         "--max-inputs", "64", "--max-chars", "1000", "--max-body-bytes", "200000", "--model-name", "tiny"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
+    proc = subprocess.Popen([sys.executable, "-m", "mstsb_onnx.cli", "serve", str(folder), "--port", str(port), *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
         try:
             if httpx.get(base + "/health", timeout=1).status_code == 200:
-                break
+                return base, proc
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
             raise RuntimeError(proc.stderr.read().decode())
-        time.sleep(0.1)
-    else:
-        proc.kill()
-        raise RuntimeError("server did not become ready")
+        time.sleep(0.05)  # on a 503 (loading) as on a refused connection
+    proc.kill()
+    raise RuntimeError("server did not become ready in 60 s")
+
+
+def metric(base: str, name: str) -> float:
+    """One unlabelled sample from /metrics."""
+    for line in httpx.get(base + "/metrics").text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+def wait_for(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_int8: Path):
+    # --max-wait-ms 20: concurrent requests of a test reliably find company (default 5).
+    base, proc = start_server(tiny_int8, "--workers", "2", "--max-inputs", "64", "--max-chars", "1000",
+                              "--max-body-bytes", "200000", "--model-name", "tiny", "--max-wait-ms", "20")
     yield base, proc
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=30)
@@ -100,10 +120,13 @@ def test_base64(client, server) -> None:
 
 def test_concurrent_requests_are_batched_and_correct(client, server, reference: Embedder) -> None:
     results: dict[int, np.ndarray] = {}
+    go = threading.Barrier(24)
 
     def one(i: int) -> None:
+        go.wait()
         results[i] = np.asarray(client.embeddings.create(model="tiny", input=TEXTS[i % 5]).data[0].embedding)
 
+    batches, inputs = metric(server[0], "mstsb_batch_inputs_count"), metric(server[0], "mstsb_batch_inputs_sum")
     threads = [threading.Thread(target=one, args=(i,)) for i in range(24)]
     for t in threads:
         t.start()
@@ -111,8 +134,9 @@ def test_concurrent_requests_are_batched_and_correct(client, server, reference: 
         t.join()
     expected = reference.encode(TEXTS)
     assert min(float(_cos(results[i], expected[i % 5])) for i in range(24)) > 0.9999
-    metrics = httpx.get(server[0] + "/metrics").text
-    assert "mstsb_batch_inputs_count" in metrics and 'mstsb_requests_total{status="200"}' in metrics
+    # 24 one-text requests ran as fewer batches than requests: they were merged.
+    assert metric(server[0], "mstsb_batch_inputs_sum") - inputs == 24
+    assert metric(server[0], "mstsb_batch_inputs_count") - batches < 24
 
 
 @pytest.mark.parametrize(
@@ -166,8 +190,10 @@ def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
     """A tiny queue and a slow model: excess requests get 503 + Retry-After, never a hang."""
     import asyncio
 
-    from mstsb_onnx.server import ApiError, Batcher, ServeConfig
-    from mstsb_onnx.metrics import Metrics
+    from mstsb_onnx.serve.api import ApiError
+    from mstsb_onnx.serve.batcher import Batcher
+    from mstsb_onnx.serve.config import ServeConfig
+    from mstsb_onnx.serve.metrics import Metrics
 
     class Slow:
         dim = 4
@@ -190,17 +216,8 @@ def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
 
 
 def test_sigterm_finishes_in_flight_requests(tiny_int8: Path) -> None:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "mstsb_onnx.cli", "serve", str(tiny_int8), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    base = f"http://127.0.0.1:{port}"
+    base, proc = start_server(tiny_int8)
     try:
-        for _ in range(300):
-            try:
-                if httpx.get(base + "/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
         box: dict[str, object] = {}
 
         def big() -> None:
@@ -208,7 +225,7 @@ def test_sigterm_finishes_in_flight_requests(tiny_int8: Path) -> None:
 
         t = threading.Thread(target=big)
         t.start()
-        time.sleep(0.3)
+        wait_for(lambda: metric(base, "mstsb_queue_inputs") > 0, "the request to reach the queue")
         os.kill(proc.pid, signal.SIGTERM)
         t.join(60)
         assert box["res"].status_code == 200 and len(box["res"].json()["data"]) == 2000
@@ -219,11 +236,34 @@ def test_sigterm_finishes_in_flight_requests(tiny_int8: Path) -> None:
             proc.kill()
 
 
+def test_health_answers_while_a_huge_request_is_tokenized(tiny_int8: Path) -> None:
+    """512 texts of 20,000 characters take seconds to tokenize; /health must not wait for them."""
+    base, proc = start_server(tiny_int8, "--max-body-bytes", "16000000", "--workers", "1")
+    try:
+        box: dict[str, object] = {}
+        texts = [("palabras y más palabras " * 1000)[:20_000]] * 512
+
+        def huge() -> None:
+            box["res"] = httpx.post(base + "/v1/embeddings", json={"input": texts}, timeout=120)
+
+        t = threading.Thread(target=huge)
+        t.start()
+        wait_for(lambda: metric(base, "mstsb_requests_in_flight") >= 1, "the huge request to arrive")
+        health = httpx.get(base + "/health", timeout=2)  # tokenizing on the event loop: a timeout here
+        assert health.status_code == 200
+        assert "res" not in box, "the huge request was already answered; /health proved nothing"
+        t.join(120)
+        assert box["res"].status_code == 200 and len(box["res"].json()["data"]) == 512
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 @pytest.mark.parametrize("kwargs", [dict(workers=-1), dict(threads_per_worker=0), dict(max_batch_tokens=0),
                                     dict(max_wait_ms=float("nan")), dict(timeout_s=0), dict(max_inputs=2.5)],
                          ids=["workers", "threads", "batch-tokens", "wait-nan", "timeout", "inputs-float"])
 def test_config_refuses_values_that_cannot_work(kwargs: dict) -> None:
-    from mstsb_onnx.server import ServeConfig
+    from mstsb_onnx.serve import ServeConfig
 
     with pytest.raises(ValueError, match=f"ServeConfig.{next(iter(kwargs))} must be"):
         ServeConfig(model_dir="m", **kwargs)

@@ -58,7 +58,7 @@ def test_skip_layer_norm_fusion_is_off(tiny_int8: Path, tmp_path: Path, monkeypa
                                        disabled: tuple[str, ...], fused: bool) -> None:
     # onnxruntime's CPU SkipLayerNormalization measured 7-9x slower than Add + LayerNormalization
     # (session.py); the second case shows the check would see the fusion if it happened.
-    onnx = pytest.importorskip("onnx")
+    import onnx
     real = session.session_options
 
     def keep_optimized(*args: object, **kwargs: object):

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
+import onnx
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 from mstsb_onnx.export.smooth import OUTLIER_SUFFIX, smooth_graph  # noqa: E402

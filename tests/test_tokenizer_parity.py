@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mstsb_onnx.export.probes import edge_cases, probe_set
+from mstsb_onnx.probes import edge_cases, probe_set
 from mstsb_onnx.tokenizer import Tokenizer
 
 EDGE = edge_cases()

@@ -13,7 +13,7 @@ import pytest
 from conftest import copy_folder, manifest_of
 
 from mstsb_onnx import Embedder, InputError
-from mstsb_onnx.bulk import embed_file
+from mstsb_onnx.corpus.bulk import embed_file
 
 NEW = "<brand-new-token>"
 

@@ -1,7 +1,7 @@
 """Embed on a Ray cluster with Ray Data: one onnxruntime session per actor, loaded once.
 
     import ray
-    from mstsb_onnx.ray import embed_dataset
+    from mstsb_onnx.corpus.ray import embed_dataset
     ds = ray.data.read_parquet("s3://bucket/texts/")
     embed_dataset(ds, "models/mstsb-int8", column="text", workers=8).write_parquet("s3://bucket/emb/")
 
@@ -21,10 +21,10 @@ from typing import Any
 
 import numpy as np
 
-from mstsb_onnx.bulk import EmbedStats, chunks
-from mstsb_onnx.corpus import read_rows
+from mstsb_onnx.corpus.bulk import EmbedStats, chunks
+from mstsb_onnx.corpus.readers import read_rows
 from mstsb_onnx.errors import MissingExtraError
-from mstsb_onnx.sinks import open_sink
+from mstsb_onnx.corpus.sinks import open_sink
 
 
 def _ray() -> Any:

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
-from mstsb_onnx.corpus import BadRow, Row, read_rows
+from mstsb_onnx.corpus.readers import BadRow, Row, read_rows
 from mstsb_onnx.embedder import Embedder
 from mstsb_onnx.errors import InputError
 from mstsb_onnx.progress import Progress
-from mstsb_onnx.sinks import open_sink
+from mstsb_onnx.corpus.sinks import open_sink
 
 ON_ERROR = ("fail", "skip")
 

@@ -23,6 +23,7 @@ HELP = {
     "mstsb_inputs_total": ("counter", "Texts embedded"),
     "mstsb_tokens_total": ("counter", "Tokens embedded (usage.prompt_tokens)"),
     "mstsb_queue_inputs": ("gauge", "Texts waiting or running"),
+    "mstsb_requests_in_flight": ("gauge", "Embedding requests received and not yet answered (reading, tokenizing, queued, running)"),
     "mstsb_request_seconds": ("histogram", "Request latency"),
     "mstsb_batch_seconds": ("histogram", "Time to embed one merged batch"),
     "mstsb_batch_inputs": ("histogram", "Texts per merged batch"),

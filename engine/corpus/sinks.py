@@ -5,7 +5,6 @@ when ``close()`` succeeds, so an interrupted run never leaves a file that looks 
 stays flat: rows are appended chunk by chunk. ``.npy`` holds float32 [n, dim] (plus
 ``<name>.ids.npy`` with the source line numbers when rows were skipped); Parquet holds ``id``,
 ``text`` and ``embedding`` (needs ``pyarrow``: ``pip install "mstsb-onnx[parquet]"``).
-``write_report`` writes the small JSON / Markdown reports of the other commands.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mstsb_onnx.errors import InputError, MissingExtraError
+from mstsb_onnx.files import make_parent
 
 _COPY_ROWS = 65536
 
@@ -87,29 +87,12 @@ class ParquetSink:
         self.tmp.unlink(missing_ok=True)
 
 
-def _make_parent(path: Path) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)  # as export does for its output folder
-    except OSError as e:
-        raise InputError(f"cannot create the folder for {path}: {e.strerror}") from e
-
-
-def write_report(path: str | os.PathLike[str], text: str) -> None:
-    """A report file (JSON, Markdown), its folder created; failures are one-line InputErrors."""
-    path = Path(path)
-    _make_parent(path)
-    try:
-        path.write_text(text, encoding="utf-8")
-    except OSError as e:
-        raise InputError(f"cannot write {path}: {e.strerror}") from e
-
-
 def open_sink(path: Path, dim: int) -> NpySink | ParquetSink:
     if path.suffix not in (".npy", ".parquet"):
         raise InputError(f"output {path} must end in .npy or .parquet")
     if path.is_dir():
         raise InputError(f"output {path} is a folder; name a .npy or .parquet file")
-    _make_parent(path)
+    make_parent(path)
     try:
         return NpySink(path, dim) if path.suffix == ".npy" else ParquetSink(path, dim)
     except OSError as e:

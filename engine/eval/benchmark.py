@@ -137,7 +137,7 @@ def run_cli_bench(model_dir: str, reference: str | None, threads: int | None, ro
 
 
 def _builtin_sentences() -> list[str]:
-    from mstsb_onnx.export.probes import probe_set  # pure data, no heavy import
+    from mstsb_onnx.probes import probe_set  # pure data, no heavy import
 
     return [s for sentences in probe_set().values() for s in sentences[:-1]]  # the short ones
 

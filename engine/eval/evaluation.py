@@ -11,10 +11,10 @@ import json
 import os
 from pathlib import Path
 
-from mstsb_onnx import sts
+from mstsb_onnx.eval import sts
 from mstsb_onnx.embedder import Embedder
 from mstsb_onnx.progress import encode_with_progress
-from mstsb_onnx.sinks import write_report
+from mstsb_onnx.files import write_report
 
 
 def run_eval_sts(

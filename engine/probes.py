@@ -1,9 +1,10 @@
-"""The built-in multilingual probe set used by export-time parity and ``mstsb-onnx check``.
+"""The built-in multilingual probe set: export-time parity, ``mstsb-onnx check``, calibration, bench.
 
 Short sentences in each of the card's 16 languages plus, per language, one long text (the short
 ones joined and repeated) that passes 128 tokens so truncation is exercised; and tokenizer edge
 cases (empty, whitespace, emoji, ZWJ, combining marks, RTL, CJK, a 10,000-character text). The
-texts are data in ``probes.json``; this module only expands them. Pure Python, no heavy imports.
+texts are data in ``probes.json``; this module only expands them. Pure Python, no heavy imports:
+the runtime owns it, the exporter reads it.
 """
 
 from __future__ import annotations

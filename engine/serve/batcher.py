@@ -1,0 +1,115 @@
+"""``Batcher``: merge concurrent requests into token-budgeted batches, run them off the loop.
+
+A request's token ids become a job on an asyncio queue; the collector takes jobs while a worker
+is free, up to ``max_batch_tokens`` or ``max_wait_ms``, and runs the merged batch on a thread
+pool whose threads share one ``Embedder`` (one onnxruntime session). A full queue refuses with
+503 + Retry-After instead of growing. It neither parses HTTP nor tokenizes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mstsb_onnx.serve.api import ApiError
+from mstsb_onnx.serve.config import ServeConfig
+from mstsb_onnx.serve.metrics import Metrics
+
+
+@dataclass
+class _Job:
+    seqs: list[list[int]]  # token ids, from the request handler (tokenized once)
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+    @property
+    def tokens(self) -> int:
+        return sum(map(len, self.seqs))
+
+
+class Batcher:
+    """Merges jobs into batches of up to ``max_batch_tokens`` and runs them on worker threads."""
+
+    def __init__(self, embedder: Any, config: ServeConfig, metrics: Metrics) -> None:
+        self.embedder, self.config, self.metrics = embedder, config, metrics
+        self.workers = config.resolved_workers()
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embed")
+        self.slots = asyncio.Semaphore(self.workers)
+        self.queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self.pending_inputs = 0
+        self.task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._collect())
+
+    async def stop(self) -> None:
+        if self.task:
+            self.task.cancel()
+        self.pool.shutdown(wait=True)
+
+    async def submit(self, seqs: list[list[int]]) -> np.ndarray:
+        if self.pending_inputs + len(seqs) > self.config.max_queue_inputs:
+            self.metrics.inc("mstsb_rejected_total", reason="queue_full")
+            raise ApiError(503, f"server busy: {self.pending_inputs} inputs queued (limit "
+                                f"{self.config.max_queue_inputs}); retry shortly", "queue_full",
+                           headers={"Retry-After": "1"})
+        job = _Job(seqs, asyncio.get_running_loop().create_future())
+        self.pending_inputs += len(seqs)
+        self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
+        await self.queue.put(job)
+        try:
+            return await asyncio.wait_for(asyncio.shield(job.future), self.config.timeout_s)
+        except asyncio.TimeoutError:
+            self.metrics.inc("mstsb_rejected_total", reason="timeout")
+            raise ApiError(503, f"request timed out after {self.config.timeout_s:.0f}s in the queue; retry later",
+                           "timeout", headers={"Retry-After": "1"}) from None
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            # A free worker first, then the batch: under load everything that queued while the
+            # workers were busy joins this batch, instead of a batch formed early waiting stale.
+            await self.slots.acquire()
+            first = await self.queue.get()
+            batch, tokens = [first], first.tokens
+            deadline = loop.time() + self.config.max_wait_ms / 1000
+            while tokens < self.config.max_batch_tokens:
+                remaining = deadline - loop.time()
+                if remaining <= 0 and self.queue.empty():
+                    break
+                try:
+                    job = self.queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self.queue.get(), remaining)
+                except (asyncio.TimeoutError, asyncio.QueueEmpty):
+                    break
+                batch.append(job)
+                tokens += job.tokens
+            loop.create_task(self._run(batch))
+
+    async def _run(self, batch: list[_Job]) -> None:
+        seqs = [ids for job in batch for ids in job.seqs]
+        start = time.perf_counter()
+        try:
+            vectors = await asyncio.get_running_loop().run_in_executor(self.pool, self.embedder.encode_tokens, seqs)
+        except Exception as e:  # report to every waiting request rather than kill the batcher
+            for job in batch:
+                if not job.future.done():
+                    job.future.set_exception(ApiError(500, f"embedding failed: {e}", "internal_error"))
+            vectors = None
+        finally:
+            self.slots.release()
+            self.pending_inputs -= len(seqs)
+            self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
+        self.metrics.observe("mstsb_batch_inputs", len(seqs))
+        self.metrics.observe("mstsb_batch_seconds", time.perf_counter() - start)
+        if vectors is None:
+            return
+        at = 0
+        for job in batch:
+            if not job.future.done():
+                job.future.set_result(vectors[at : at + len(job.seqs)])
+            at += len(job.seqs)
