@@ -120,7 +120,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         stats = embed_file_ray(args.model_dir, args.input, Path(args.output), fmt=args.format, field=args.column,
                                on_error=args.on_error, address=args.ray or None, workers=args.workers,
                                threads_per_worker=args.threads or 1, batch_size=args.batch_size,
-                               normalize=args.normalize)
+                               normalize=args.normalize, chunk_size=args.chunk_size)
     else:
         from mstsb_onnx.embedder import Embedder
 

@@ -88,6 +88,17 @@ def test_bad_rows_skipped_with_line_numbers(emb: Embedder, tmp_path: Path) -> No
     assert np.load(tmp_path / "out.npy").shape == (2, emb.dim)
 
 
+def test_a_row_map_from_an_earlier_run_does_not_survive_a_run_without_skips(emb: Embedder, tmp_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"good one\n\nsecond good\n")
+    embed_file(emb, str(src), tmp_path / "out.npy", on_error="skip", log=io.StringIO())
+    assert np.load(tmp_path / "out.ids.npy").tolist() == [1, 3]
+    src.write_text("now\nthree\ngood rows\n", encoding="utf-8")
+    embed_file(emb, str(src), tmp_path / "out.npy", on_error="skip", log=io.StringIO())
+    assert np.load(tmp_path / "out.npy").shape == (3, emb.dim)
+    assert not (tmp_path / "out.ids.npy").exists()  # rows are lines 1-3: no map, and no stale one
+
+
 @pytest.mark.parametrize(
     "line, reason",
     [('{"text": 3}', "field 'text' is int"), ("{not json", "not JSON"), ('{"other": "x"}', "no 'text' field")],
@@ -163,14 +174,47 @@ def test_ray_embed_dataset_equals_single_process(local_ray, tiny_fp32: Path) -> 
 
 
 @pytest.mark.slow
-def test_ray_cli_path_matches_single_process(local_ray, tiny_fp32: Path, tmp_path: Path) -> None:
+def test_ray_cli_path_matches_single_process_and_loads_once(local_ray, tiny_fp32: Path, tmp_path: Path) -> None:
     from mstsb_onnx.corpus.ray import embed_file_ray
 
     src = _write(tmp_path / "in.txt", "text", TEXTS)
-    stats = embed_file_ray(str(tiny_fp32), str(src), tmp_path / "ray.npy", workers=2)
+    # Chunks of 4 rows: 8 chunks, still only the two actors and their two model loads.
+    stats = embed_file_ray(str(tiny_fp32), str(src), tmp_path / "ray.npy", workers=2, chunk_size=4)
     embed_file(Embedder(tiny_fp32, threads=1), str(src), tmp_path / "one.npy", log=io.StringIO())
-    assert stats.rows == len(TEXTS)
+    assert stats.rows == len(TEXTS) == 32
+    assert stats.processes == 2
     np.testing.assert_allclose(np.load(tmp_path / "ray.npy"), np.load(tmp_path / "one.npy"), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_ray_cli_path_reports_bad_rows_as_single_process(local_ray, tiny_fp32: Path, tmp_path: Path) -> None:
+    from mstsb_onnx.corpus.ray import embed_file_ray
+
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"good one\n\n\xff\xfe broken\nsecond good\n")
+    logs = {}
+    for path in ("ray", "one"):
+        log = io.StringIO()
+        if path == "ray":
+            stats = embed_file_ray(str(tiny_fp32), str(src), tmp_path / "ray.npy", on_error="skip", log=log)
+        else:
+            stats = embed_file(Embedder(tiny_fp32, threads=1), str(src), tmp_path / "one.npy", on_error="skip", log=log)
+        assert (stats.rows, stats.skipped) == (2, 2)
+        logs[path] = [line for line in log.getvalue().splitlines() if line.startswith("skipped")]
+    assert logs["ray"] == logs["one"] == ["skipped line 2: empty", "skipped line 3: not UTF-8 (byte 0 of the line)"]
+    assert np.load(tmp_path / "ray.ids.npy").tolist() == np.load(tmp_path / "one.ids.npy").tolist() == [1, 4]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cell", [None, "   "], ids=["none", "blank"])  # Arrow itself refuses mixed str/int
+def test_ray_dataset_refuses_cells_that_are_not_text(local_ray, tiny_fp32: Path, cell: object) -> None:
+    from mstsb_onnx.corpus.ray import embed_dataset
+
+    items = [{"text": "fine", "id": 0}, {"text": cell, "id": 1}, {"text": "also fine", "id": 2}]
+    with pytest.raises(Exception, match="not text|empty"):  # Ray wraps the InputError raised in the actor
+        embed_dataset(local_ray.data.from_items(items), tiny_fp32, workers=1).take_all()
+    rows = embed_dataset(local_ray.data.from_items(items), tiny_fp32, workers=1, on_error="skip").take_all()
+    assert sorted(r["id"] for r in rows) == [0, 2]  # never the text "None"
 
 
 @pytest.mark.parametrize("fmt, suffix", [("text", ".txt"), ("jsonl", ".jsonl"), ("csv", ".csv")], ids=["txt", "jsonl", "csv"])

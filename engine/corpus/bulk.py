@@ -27,6 +27,7 @@ ON_ERROR = ("fail", "skip")
 class EmbedStats:
     rows: int = 0
     skipped: int = 0
+    processes: int = 1  # processes that loaded the model (Ray: one per actor)
 
 
 def chunks(rows: Iterable[Row | BadRow], size: int, on_error: str, stats: EmbedStats,
@@ -58,22 +59,29 @@ def _chunks(rows: Iterable[Row | BadRow], size: int, on_error: str, stats: Embed
         yield chunk
 
 
-def _embeddable(embedder: Embedder, chunk: list[Row], on_error: str, stats: EmbedStats,
-                log: TextIO) -> tuple[list[Row], list[list[int]]]:
-    """Tokenize a chunk; rows the model cannot embed (Embedder.unembeddable) go as bad rows do."""
+def split_embeddable(embedder: Embedder, chunk: list[Row]) -> tuple[list[Row], list[list[int]], list[BadRow]]:
+    """Tokenize a chunk: the rows the model can embed with their ids, and the rest as bad rows
+    (``Embedder.unembeddable`` says why). Shared by the single-process and the Ray path."""
     kept: list[Row] = []
     seqs: list[list[int]] = []
+    refused: list[BadRow] = []
     for row, seq in zip(chunk, embedder.tokenize([r.text for r in chunk])):
         why = embedder.unembeddable(seq)
         if why is None:
             kept.append(row)
             seqs.append(seq)
-        elif on_error == "fail":
-            raise InputError(f"line {row.id} {why} (pass --on-error skip to leave such rows out)")
         else:
-            stats.skipped += 1
-            print(f"skipped line {row.id}: {why}", file=log)
-    return kept, seqs
+            refused.append(BadRow(row.id, why))
+    return kept, seqs, refused
+
+
+def report_refused(refused: list[BadRow], on_error: str, stats: EmbedStats, log: TextIO) -> None:
+    """Rows the model cannot embed go as bad rows do: the first one raises, or all are logged and counted."""
+    for bad in refused:
+        if on_error == "fail":
+            raise InputError(f"line {bad.id} {bad.reason} (pass --on-error skip to leave such rows out)")
+        stats.skipped += 1
+        print(f"skipped line {bad.id}: {bad.reason}", file=log)
 
 
 def embed_file(embedder: Embedder, source: str, output: Path, fmt: str | None = None, field: str = "text",
@@ -86,7 +94,8 @@ def embed_file(embedder: Embedder, source: str, output: Path, fmt: str | None = 
     bar = Progress(0, "embedding", stream=log)
     try:
         for chunk in rows:
-            chunk, seqs = _embeddable(embedder, chunk, on_error, stats, log)
+            chunk, seqs, refused = split_embeddable(embedder, chunk)
+            report_refused(refused, on_error, stats, log)
             if not chunk:
                 continue
             vectors = embedder.encode_tokens(seqs, batch_size=batch_size, normalize=normalize)

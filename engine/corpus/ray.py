@@ -1,4 +1,4 @@
-"""Embed on a Ray cluster with Ray Data: one onnxruntime session per actor, loaded once.
+"""Embed on a Ray cluster: one onnxruntime session per actor, loaded once for the whole input.
 
     import ray
     from mstsb_onnx.corpus.ray import embed_dataset
@@ -7,24 +7,28 @@
 
 ``embed_dataset`` is ``Dataset.map_batches`` with a callable class: each actor builds one
 ``Embedder`` (explicit threads per actor) in its constructor and reuses it for every batch, so
-vectors equal the single-process path's. The model folder must be readable at the same path on
-every node (a shared filesystem, or copy it first). Point it at a cluster with ``ray.init(address=...)``
-or ``mstsb-onnx embed --ray ADDRESS``; without an address a local cluster is started. Needs the
-``ray`` extra; imported only when used.
+vectors equal the single-process path's. ``embed_file_ray`` (``mstsb-onnx embed --ray``) reads and
+checks rows on the driver and streams chunks through one pool of actors, writing in input order.
+Bad rows follow the single-process rules on both paths: a cell that is not text or is blank, or
+whose tokens the model has no embedding for, stops the run (``on_error="fail"``) or is left out
+(``"skip"``). The model folder must be readable at the same path on every node (a shared
+filesystem, or copy it first). Needs the ``ray`` extra; imported only when used.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
-from mstsb_onnx.corpus.bulk import EmbedStats, chunks
-from mstsb_onnx.corpus.readers import read_rows
-from mstsb_onnx.errors import MissingExtraError
+from mstsb_onnx.corpus.bulk import ON_ERROR, EmbedStats, chunks, report_refused, split_embeddable
+from mstsb_onnx.corpus.readers import BadRow, Row, check_text, read_rows
 from mstsb_onnx.corpus.sinks import open_sink
+from mstsb_onnx.errors import InputError, MissingExtraError
 
 
 def _ray() -> Any:
@@ -36,67 +40,107 @@ def _ray() -> Any:
     return ray
 
 
+def _embedder(model_dir: str, threads: int) -> Any:
+    from mstsb_onnx.embedder import Embedder
+
+    return Embedder(model_dir, threads=threads)
+
+
 class EmbedBatch:
-    """The per-actor callable: loads the model once, embeds one column of each batch."""
+    """The per-actor callable of ``embed_dataset``: loads the model once, embeds one column of each batch."""
 
     def __init__(self, model_dir: str, column: str, output_column: str, threads: int, batch_size: int,
-                 normalize: bool) -> None:
-        from mstsb_onnx.embedder import Embedder
-
-        self.embedder = Embedder(model_dir, threads=threads)
+                 normalize: bool, on_error: str) -> None:
+        self.embedder = _embedder(model_dir, threads)
         self.column, self.output_column = column, output_column
-        self.batch_size, self.normalize = batch_size, normalize
+        self.batch_size, self.normalize, self.on_error = batch_size, normalize, on_error
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        texts = [str(t) for t in batch[self.column].tolist()]
-        batch[self.output_column] = self.embedder.encode(texts, batch_size=self.batch_size, normalize=self.normalize)
-        return batch
+        checked = [check_text(i, v, f"column {self.column!r}") for i, v in enumerate(batch[self.column].tolist())]
+        kept, seqs, refused = split_embeddable(self.embedder, [r for r in checked if isinstance(r, Row)])
+        bad = [r for r in checked if isinstance(r, BadRow)] + refused
+        if bad and self.on_error == "fail":
+            value = batch[self.column][bad[0].id]
+            raise InputError(f"a row whose {self.column!r} is {str(value)[:80]!r}: {bad[0].reason} "
+                             "(pass on_error='skip' to leave such rows out)")
+        keep = np.asarray([r.id for r in kept], dtype=np.int64)
+        out = {name: np.asarray(values)[keep] for name, values in batch.items()}
+        out[self.output_column] = self.embedder.encode_tokens(seqs, self.batch_size, self.normalize)
+        return out
 
 
 def embed_dataset(ds: Any, model_dir: str | os.PathLike[str], column: str = "text", *, workers: int = 2,
                   threads_per_worker: int = 1, batch_size: int = 32, rows_per_task: int = 1024,
-                  output_column: str = "embedding", normalize: bool = False) -> Any:
+                  output_column: str = "embedding", normalize: bool = False, on_error: str = "fail") -> Any:
     """Add ``output_column`` (float32 [dim] per row) to ``ds`` using ``workers`` actors."""
     _ray()
+    if on_error not in ON_ERROR:
+        raise InputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
     return ds.map_batches(
         EmbedBatch,
         fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), column=column,
                                    output_column=output_column, threads=threads_per_worker,
-                                   batch_size=batch_size, normalize=normalize),
+                                   batch_size=batch_size, normalize=normalize, on_error=on_error),
         batch_size=rows_per_task, batch_format="numpy", concurrency=workers, num_cpus=threads_per_worker,
     )
+
+
+class ChunkEmbedder:
+    """The actor of ``embed_file_ray``: one Embedder for every chunk it is sent."""
+
+    def __init__(self, model_dir: str, threads: int, batch_size: int, normalize: bool) -> None:
+        self.embedder = _embedder(model_dir, threads)
+        self.batch_size, self.normalize = batch_size, normalize
+
+    def embed(self, chunk: list[Row]) -> tuple[list[Row], np.ndarray, list[BadRow], int]:
+        """Embeddable rows, their vectors, the rows refused, and this process's id."""
+        kept, seqs, refused = split_embeddable(self.embedder, chunk)
+        return kept, self.embedder.encode_tokens(seqs, self.batch_size, self.normalize), refused, os.getpid()
 
 
 def embed_file_ray(model_dir: str, source: str, output: Path, fmt: str | None = None, field: str = "text",
                    on_error: str = "fail", address: str | None = None, workers: int = 2,
                    threads_per_worker: int = 1, batch_size: int = 32, normalize: bool = False,
-                   chunk_size: int = 65536) -> EmbedStats:
-    """The CLI's ``--ray``: rows are read and checked on the driver (bad rows reported as without
-    Ray), embedded by the actors chunk by chunk, and written in input order by the same sinks."""
-    import sys
-
+                   chunk_size: int = 4096, log: TextIO | None = None) -> EmbedStats:
+    """The CLI's ``--ray``: rows read and checked on the driver, embedded by ``workers`` actors
+    created once, at most two chunks queued per actor, written in input order by the same sinks."""
     ray = _ray()
+    log = log or sys.stderr
     if not ray.is_initialized():
         ray.init(address=address, num_cpus=None if address else workers * threads_per_worker,
                  include_dashboard=False, log_to_driver=False)
-    ctx = ray.data.DataContext.get_current()
-    ctx.execution_options.preserve_order = True
-    ctx.enable_progress_bars = sys.stderr.isatty()
     from mstsb_onnx.manifest import read_manifest
 
+    folder = str(Path(model_dir).resolve())
     stats = EmbedStats()
-    rows = chunks(read_rows(source, fmt, field), chunk_size, on_error, stats, sys.stderr)
-    sink = open_sink(output, read_manifest(Path(model_dir)).dim)
+    rows = chunks(read_rows(source, fmt, field), chunk_size, on_error, stats, log)
+    sink = open_sink(output, read_manifest(Path(folder)).dim)
+    actor = ray.remote(num_cpus=threads_per_worker)(ChunkEmbedder)
+    pool = [actor.remote(folder, threads_per_worker, batch_size, normalize) for _ in range(workers)]
+    pending: deque = deque()
+    pids: set[int] = set()
+
+    def write_oldest() -> None:
+        kept, vectors, refused, pid = ray.get(pending.popleft())
+        pids.add(pid)
+        report_refused(refused, on_error, stats, log)
+        if kept:
+            sink.write([r.id for r in kept], [r.text for r in kept], vectors)
+            stats.rows += len(kept)
+
     try:
-        for chunk in rows:
-            ds = ray.data.from_items([{"id": r.id, "text": r.text} for r in chunk])
-            ds = embed_dataset(ds, model_dir, "text", workers=workers, threads_per_worker=threads_per_worker,
-                               batch_size=batch_size, normalize=normalize)
-            for batch in ds.iter_batches(batch_format="numpy", batch_size=None):
-                sink.write(batch["id"].tolist(), batch["text"].tolist(), np.asarray(batch["embedding"]))
-            stats.rows += len(chunk)
+        for i, chunk in enumerate(rows):
+            pending.append(pool[i % workers].embed.remote(chunk))
+            if len(pending) >= 2 * workers:
+                write_oldest()
+        while pending:
+            write_oldest()
         sink.close(stats.skipped)
     except BaseException:
         sink.abort()
         raise
+    finally:
+        for a in pool:
+            ray.kill(a)
+    stats.processes = len(pids)
     return stats

@@ -70,7 +70,8 @@ def read_rows(path: str, fmt: str | None = None, field: str = "text") -> Iterato
             stream.close()
 
 
-def _check(number: int, text: object, what: str) -> Row | BadRow:
+def check_text(number: int, text: object, what: str) -> Row | BadRow:
+    """A row, or why it cannot be embedded: not a str, or blank."""
     if not isinstance(text, str):
         return BadRow(number, f"{what} is {type(text).__name__}, not text")
     if not text.strip():
@@ -83,7 +84,7 @@ def _text_rows(stream: BinaryIO, field: str) -> Iterator[Row | BadRow]:
     for number, line in _decoded_lines(stream, bad):
         yield from bad
         bad.clear()
-        yield _check(number, line.rstrip("\r\n"), "line")
+        yield check_text(number, line.rstrip("\r\n"), "line")
     yield from bad
 
 
@@ -103,7 +104,7 @@ def _jsonl_rows(stream: BinaryIO, field: str) -> Iterator[Row | BadRow]:
         if not isinstance(obj, dict) or field not in obj:
             yield BadRow(number, f"no {field!r} field")
             continue
-        yield _check(number, obj[field], f"field {field!r}")
+        yield check_text(number, obj[field], f"field {field!r}")
     yield from bad
 
 
@@ -125,7 +126,7 @@ def _delimited_rows(stream: BinaryIO, field: str, delimiter: str) -> Iterator[Ro
         if col >= len(record):
             yield BadRow(number, f"row has {len(record)} columns, no {field!r}")
             continue
-        yield _check(number, record[col], f"column {field!r}")
+        yield check_text(number, record[col], f"column {field!r}")
     yield from bad
 
 

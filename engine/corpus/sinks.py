@@ -24,6 +24,11 @@ def _partial(path: Path) -> Path:
     return path.with_name(f".{path.name}.partial-{os.getpid()}")
 
 
+def ids_path_for(path: Path) -> Path:
+    """``out.npy`` -> ``out.ids.npy``: the source line of each row, written when rows were skipped."""
+    return path.with_name(path.name[: -len(".npy")] + ".ids.npy")
+
+
 class NpySink:
     def __init__(self, path: Path, dim: int) -> None:
         self.path, self.dim, self.n = path, dim, 0
@@ -47,9 +52,16 @@ class NpySink:
         out.flush()
         del out, raw
         self.raw.unlink()
+        # The row map exists exactly when rows were skipped; one left by an earlier run would
+        # describe another output.
+        ids_path = ids_path_for(self.path)
         if skipped:
-            ids_path = self.path.with_name(self.path.name[: -len(".npy")] + ".ids.npy")
-            np.save(ids_path, np.asarray(self.ids, dtype=np.int64))
+            ids_tmp = _partial(ids_path)
+            with open(ids_tmp, "wb") as f:
+                np.save(f, np.asarray(self.ids, dtype=np.int64))
+            os.replace(ids_tmp, ids_path)
+        else:
+            ids_path.unlink(missing_ok=True)
         os.replace(tmp, self.path)
 
     def abort(self) -> None:
