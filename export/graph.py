@@ -128,7 +128,6 @@ def export_fp32(src: SourceModel, out_path: Path, opset: int = OPSET, layout: st
         "num_attention_heads": int(cfg.num_attention_heads),
         "vocab_size": int(cfg.vocab_size),
         "embedding_rows": int(encoder.get_input_embeddings().num_embeddings),
-        "pad_token_id": int(cfg.pad_token_id),
         "layout": layout,
         "max_seq_length": max_seq_length,
     }

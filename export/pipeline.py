@@ -38,7 +38,7 @@ from mstsb_onnx.manifest import FORMAT, MANIFEST_NAME, sha256_file
 from mstsb_onnx.tokenizer import Tokenizer, pad_batch
 
 QUANTIZE_MODES = ("int8", "none")
-# The shipped int8 quantizer settings; README "Export recipe" has the measurements behind each choice.
+# The shipped int8 quantizer settings; docs/int8-recipe.md has the measurements behind each choice.
 DEFAULT_QUANT = QuantConfig(
     per_channel=True, reduce_range=False, embedding="int8-per-row", exclude=(OUTLIER_SUFFIX + "$",)
 )
@@ -52,15 +52,14 @@ class Recipe:
     alpha: float  # SmoothQuant migration strength
     outliers: int  # input channels of each down-projection computed in fp32
     fp32_down: bool  # keep every down-projection (feed-forward output) entirely fp32
-    measured: str
 
 
-# Tried in order until one passes parity (README "Export recipe"). The first is the fast one; the
-# second keeps every down-projection (the worst int8 inputs of any BERT-like FFN) in fp32, for
-# checkpoints whose activations defeat the first.
+# Tried in order until one passes parity (docs/int8-recipe.md has the measurements behind them).
+# The first is the fast one; the second keeps every down-projection (the worst int8 inputs of any
+# BERT-like FFN) in fp32, for checkpoints whose activations defeat the first.
 RECIPES = (
-    Recipe("smooth-outliers", 0.5, 128, False, "stand-in STS -0.05 vs torch; README Benchmarks for speed"),
-    Recipe("fp32-down", 0.7, 0, True, "stand-in STS -0.07 vs torch; XLM-R base 135 sent/s at 32x32, 375 MB"),
+    Recipe("smooth-outliers", 0.5, 128, False),
+    Recipe("fp32-down", 0.7, 0, True),
 )
 RECIPE_CHOICES = ("auto", *(r.name for r in RECIPES))
 

@@ -222,6 +222,7 @@ def smooth_graph(
     new_nodes: dict[str, list] = {}
     column_splits: list[tuple[str, object, list, np.ndarray, np.ndarray]] = []
     ratios = []
+    applied: list[int] = []
     for act, nodes in groups.items():
         weights = {n.input[1]: numpy_helper.to_array(inits[n.input[1]]) for n in nodes}
         wmax = np.max([np.abs(w).max(axis=1) for w in weights.values()], axis=0)
@@ -230,6 +231,8 @@ def smooth_graph(
         wants_split = outliers and all(w.shape[0] > w.shape[1] for w in weights.values())
         k = min(outliers, len(wmax) // 8)  # never more than an eighth of the channels
         split = np.sort(np.argsort(amax[act] * wmax)[::-1][:k]) if wants_split else np.zeros(0, np.int64)
+        if len(split):
+            applied.append(len(split))
         keep = np.setdiff1d(np.arange(len(wmax)), split)
         # Preferred: recompute the outlier channels from the up-projection's columns, so the int8
         # path never holds them (a Gather along the last axis cost 0.7 ms per layer at 32x32).
@@ -301,7 +304,10 @@ def smooth_graph(
         "alpha": alpha,
         "patterns": list(patterns),
         "groups": len(groups),
-        "outlier_channels_fp32": outliers,
+        "outlier_channels_requested": outliers,
+        # What was applied: per split group, capped at an eighth of its channels.
+        "outlier_channels_fp32": sorted(set(applied)),
+        "outlier_split_groups": len(applied),
         "outlier_split_on": "down-projections (K > N), which are then not smoothed",
         "outlier_paths": {"up-projection columns": len(column_splits), "gather": sum(
             1 for a, ns in groups.items() if a in new_nodes and any(n.op_type == "Gather" for n in new_nodes[a]))},

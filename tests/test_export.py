@@ -320,3 +320,29 @@ def test_pickled_weights_are_refused_never_unpickled(tiny_src: Path, tmp_path: P
         export_model(str(src), tmp_path / "out", quantize="none", log=_quiet)
     assert not tripwire.exists()
     assert not (tmp_path / "out").exists()
+
+
+def test_manifest_records_the_outlier_channels_applied_and_nothing_canned(tiny_int8: Path) -> None:
+    """Counted from the graph itself: the fp32 outlier weights' rows per down-projection."""
+    import onnx
+
+    graph = onnx.load(str(tiny_int8 / "model.onnx"), load_external_data=False).graph
+    rows = [init.dims[0] for init in graph.initializer if init.name.endswith("_outlier_rows")]
+    layers = len([n for n in graph.node if n.op_type == "LayerNormalization"]) // 2  # 2 per layer (+1 embeddings)
+    smoothing = manifest_of(tiny_int8)["quantization"]["smoothing"]
+    assert len(rows) == smoothing["outlier_split_groups"] == layers
+    assert smoothing["outlier_channels_fp32"] == sorted(set(rows))
+    assert smoothing["outlier_channels_fp32"] != [smoothing["outlier_channels_requested"]]  # capped on a tiny FFN
+    # The recipe entry holds the settings used, not text written in advance.
+    assert set(manifest_of(tiny_int8)["quantization"]["recipe"]) == {"name", "alpha", "outliers", "fp32_down"}
+
+
+def test_a_config_without_pad_token_id_exports(tmp_path: Path) -> None:
+    from transformers import BertConfig
+
+    src = build_wordpiece_checkpoint(tmp_path / "bert", BertConfig(
+        vocab_size=len(WORDPIECE_VOCAB), hidden_size=32, num_hidden_layers=1, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=64, pad_token_id=None))
+    out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path
+    assert manifest_of(out)["pad_token_id"] == 0  # the tokenizer's [PAD]
+    assert np.abs(Embedder(out).encode(["hello world"]) - torch_vectors(src, ["hello world"])).max() <= 1e-4
