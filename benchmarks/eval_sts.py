@@ -2,29 +2,38 @@
 
     python -m benchmarks.eval_sts --data ../shared/data/mstsb/sts31-dev.csv     # or: make eval
 
-Exports the stand-in both ways under ``models/`` (re-exported with ``--force``), then runs the
+Exports the stand-in both ways under ``models/`` (again with ``--force``, or when the folders were
+written by another commit or a dirty tree), then runs the
 same code as ``mstsb-onnx eval-sts`` and writes ``benchmarks/results/sts-dev.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from mstsb_onnx.eval.evaluation import run_eval_sts
 from mstsb_onnx.export import export_model
+from mstsb_onnx.export.provenance import code_revision, same_code
 from mstsb_onnx.manifest import MANIFEST_NAME
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def ensure_exports(source: str, models_dir: Path, name: str, force: bool) -> dict[str, Path]:
+    """The two exports, made again unless they exist and were written by this clean commit."""
     out = {}
     for mode in ("none", "int8"):
         folder = models_dir / f"{name}-{'fp32' if mode == 'none' else mode}"
-        if force or not (folder / MANIFEST_NAME).is_file():
-            export_model(source, folder, quantize=mode, force=force)
+        manifest = folder / MANIFEST_NAME
+        recorded = json.loads(manifest.read_text()).get("exporter") if manifest.is_file() else None
+        if force or not same_code(recorded):
+            if manifest.is_file():
+                print(f"{folder}: exported by {recorded or 'an unrecorded commit'}, not this clean checkout "
+                      f"({code_revision()}): exporting again", flush=True)
+            export_model(source, folder, quantize=mode, force=True)
         out[mode] = folder
     return out
 
@@ -42,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     exports = ensure_exports(source, args.models_dir, "standin-e5-small", args.force)
     RESULTS.mkdir(exist_ok=True)
     run_eval_sts([exports["none"], exports["int8"]], args.data, reference=source, threads=args.threads,
-                 out_json=str(RESULTS / "sts-dev.json"), out_md=str(RESULTS / "sts-dev.md"))
+                 out_json=str(RESULTS / "sts-dev.json"), out_md=str(RESULTS / "sts-dev.md"),
+                 provenance={"code": code_revision(), "data": str(args.data)})
     return 0
 
 

@@ -30,6 +30,7 @@ from mstsb_onnx.export.deps import require
 from mstsb_onnx.export.graph import DENSE_NODES, INPUT_NAMES, LAYOUTS, OPSET, OUTPUT_NAME, export_fp32
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.probes import probe_set
+from mstsb_onnx.export.provenance import code_revision
 from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
 from mstsb_onnx.export.reference import SentenceTransformersReference, TorchReference, lower_case_first
 from mstsb_onnx.export.smooth import OUTLIER_SUFFIX, down_projections, smooth_graph
@@ -155,6 +156,7 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
         "onnx": {"opset": OPSET, "inputs": INPUT_NAMES, "output": OUTPUT_NAME, "exporter": "torch.onnx (dynamo=False)",
                  "layout": info["layout"]},
         "quantization": quant,
+        "exporter": code_revision(),
         "versions": _versions(),
         "files": {p.name: sha256_file(p) for p in sorted(folder.iterdir()) if p.is_file() and p.name != MANIFEST_NAME},
     }

@@ -346,3 +346,18 @@ def test_a_config_without_pad_token_id_exports(tmp_path: Path) -> None:
     out = export_model(str(src), tmp_path / "out", quantize="none", log=_quiet).path
     assert manifest_of(out)["pad_token_id"] == 0  # the tokenizer's [PAD]
     assert np.abs(Embedder(out).encode(["hello world"]) - torch_vectors(src, ["hello world"])).max() <= 1e-4
+
+
+def test_manifest_names_the_exporting_commit(tiny_int8: Path) -> None:
+    import subprocess
+
+    from mstsb_onnx.export.provenance import same_code
+
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent).stdout.strip()
+    recorded = manifest_of(tiny_int8)["exporter"]
+    assert recorded["commit"] == head and isinstance(recorded["dirty"], bool)
+    # Results made from another commit, or from a dirty tree, are never taken as this code's.
+    assert not same_code({**recorded, "commit": "0" * 40})
+    assert not same_code({**recorded, "dirty": True})
+    assert not same_code(None)

@@ -114,4 +114,7 @@ def test_eval_sts_end_to_end(tiny_int8: Path, tmp_path: Path, capsys: pytest.Cap
     expected = float(np.tanh(np.mean(np.arctanh(rs))))
     assert summary["avg_spearman"] == pytest.approx(expected, abs=1e-12)
     assert summary["avg_spearman_crosslingual"] == pytest.approx(scores["en;de"]["spearman"])
+    manifest = json.loads((tiny_int8 / "manifest.json").read_text())
+    assert result["models"]["ONNX int8"]["recipe"] == manifest["quantization"]["recipe"]["name"]
+    assert result["models"]["ONNX int8"]["exporter"] == manifest["exporter"]
     assert "en;de" in out_md.read_text() and "en;de" in capsys.readouterr().out

@@ -26,13 +26,17 @@ def run_eval_sts(
     out_md: str | None = None,
     threads: int | None = None,
     batch_size: int = 32,
+    provenance: dict | None = None,
 ) -> dict:
+    """Score each folder (and the torch reference); the result names each column's folder, recipe
+    and exporter commit (from its manifest), plus ``provenance`` of the run when given."""
     tasks = sts.read_sts_csv(data)
     if per_task:
         tasks = sts.subset(tasks, per_task)
     embedders = [Embedder(d, threads=threads) for d in model_dirs]
     sentences = sts.unique_sentences(tasks)
     columns: dict[str, dict[str, dict[str, float]]] = {}
+    models: dict[str, dict] = {}
     if reference:
         from mstsb_onnx.export.reference import TorchReference
         from mstsb_onnx.export.source import resolve_source
@@ -44,6 +48,7 @@ def run_eval_sts(
         name = f"ONNX {embedder.manifest.quantization_mode}"
         if name in columns:
             name = f"{name} ({Path(folder).name})"
+        models[name] = _model_info(folder, embedder)
         vectors = encode_with_progress(lambda t, e=embedder: e.encode(t, batch_size=batch_size), sentences, name)
         columns[name] = sts.score_tasks(tasks, sts.vector_map(sentences, vectors))
     table = sts.markdown_table(columns, reference="torch fp32" if reference else None)
@@ -52,6 +57,8 @@ def run_eval_sts(
         "model_dirs": [str(d) for d in model_dirs],
         "data": str(data),
         "per_task": per_task,
+        "models": models,
+        **({"provenance": provenance} if provenance else {}),
         "columns": columns,
         "summary": {name: sts.summary(scores) for name, scores in columns.items()},
     }
@@ -61,3 +68,9 @@ def run_eval_sts(
         write_report(out_md, table + "\n")
     return result
 
+
+
+def _model_info(folder: str | os.PathLike[str], embedder: Embedder) -> dict:
+    quant = embedder.manifest.raw.get("quantization", {})
+    return {"path": str(folder), "quantization": quant.get("mode"),
+            "recipe": (quant.get("recipe") or {}).get("name"), "exporter": embedder.manifest.raw.get("exporter")}
