@@ -30,6 +30,7 @@ from mstsb_onnx.export.deps import require
 from mstsb_onnx.export.graph import DENSE_NODES, INPUT_NAMES, LAYOUTS, OPSET, OUTPUT_NAME, export_fp32
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.probes import probe_set
+from mstsb_onnx.export.card import CARD_NAME, model_card
 from mstsb_onnx.export.provenance import code_revision
 from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
 from mstsb_onnx.export.reference import SentenceTransformersReference, TorchReference, lower_case_first
@@ -327,6 +328,7 @@ def export_model(
         }
         manifest["tokenizer"] = {"written_from": f"transformers {type(reference_tok).__name__}.backend_tokenizer"}
         _write_manifest(tmp, manifest)
+        (tmp / CARD_NAME).write_text(model_card(manifest, output), encoding="utf-8")
         _move_into_place(tmp, output, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

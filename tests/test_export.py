@@ -21,7 +21,8 @@ from conftest import (WORDPIECE_VOCAB, _quiet, build_wordpiece_checkpoint, copy_
 @pytest.mark.parametrize("mode", ["int8", "none"])
 def test_folder_and_manifest(tiny_int8: Path, tiny_fp32: Path, mode: str) -> None:
     folder = tiny_int8 if mode == "int8" else tiny_fp32
-    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "model.onnx", "model.onnx.data", "tokenizer.json"]
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "manifest.json", "model.onnx", "model.onnx.data",
+                                                        "tokenizer.json"]
     m = manifest_of(folder)
     assert m["dim"] == 32 and m["max_seq_length"] == 128 and m["pooling"] == "mean"
     assert m["quantization"]["mode"] == mode
@@ -361,3 +362,22 @@ def test_manifest_names_the_exporting_commit(tiny_int8: Path) -> None:
     assert not same_code({**recorded, "commit": "0" * 40})
     assert not same_code({**recorded, "dirty": True})
     assert not same_code(None)
+
+
+
+@pytest.mark.parametrize("mode", ["int8", "none"])
+def test_every_folder_has_a_model_card_from_its_manifest(tiny_int8: Path, tiny_fp32: Path, tiny_src: Path,
+                                                         mode: str) -> None:
+    folder = tiny_int8 if mode == "int8" else tiny_fp32
+    card, m = (folder / "README.md").read_text(encoding="utf-8"), manifest_of(folder)
+    assert card.startswith("---\nlibrary_name: mstsb-onnx\n")
+    assert f"ONNX export of `{tiny_src}`" in card and f"| embedding dim | {m['dim']} |" in card
+    assert f"commit {m['exporter']['commit'][:12]}" in card
+    shipped = m["parity"]["model"][0]
+    assert f"| {shipped['max_abs_diff']:.2e} | {shipped['min_cosine']:.5f} |" in card
+    if mode == "int8":
+        assert f"recipe `{m['quantization']['recipe']['name']}`" in card
+        assert f"per down-projection: {m['quantization']['smoothing']['outlier_channels_fp32']}" in card
+    else:
+        assert "fp32: no quantization." in card
+    assert "from mstsb_onnx import Embedder" in card and "zh-TW" in card
