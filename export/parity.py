@@ -24,7 +24,7 @@ from mstsb_onnx.probes import edge_cases, probe_set
 # (different attention kernels and summation order only).
 FP32_MAX_ABS_DIFF = 1e-4
 # int8: min cosine per text against torch fp32. Measured on the stand-in (real weights) with the
-# shipped recipe: see README "Export recipe"; the floor leaves margin for other checkpoints.
+# shipped recipe: see docs/int8-recipe.md; the floor leaves margin for other checkpoints.
 INT8_MIN_COSINE = 0.99
 BATCH_SIZE = 8
 

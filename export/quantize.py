@@ -4,7 +4,7 @@ Two parts, because they want different treatment:
 
 * Linear layers (MatMul with constant weights): onnxruntime's dynamic quantization -- int8
   weights, activations quantized at run time (u8s8). Per-channel and reduce_range are options,
-  chosen by measurement (README, "Export recipe").
+  chosen by measurement (docs/int8-recipe.md).
 * The word-embedding table (250,002 x 768: 80% of XLM-R base's weights): onnxruntime's own
   Gather quantization uses one scale for the whole table, so rare tokens with small rows lose
   most of their precision. We store it as int8 with one scale per row (symmetric) and

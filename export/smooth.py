@@ -203,7 +203,7 @@ def smooth_graph(
     projection's columns on a side path and the int8 MatMul loses those rows; otherwise they are
     gathered from the activation and the int8 MatMul sees zeros there.
     Measured on the stand-in: splitting every MatMul instead gained little accuracy and cost 25%
-    of the speed; see README "Export recipe". MatMuls named in ``skip`` (to stay fp32) are left
+    of the speed; see docs/int8-recipe.md. MatMuls named in ``skip`` (to stay fp32) are left
     as they are.
     """
     import onnx

@@ -106,7 +106,7 @@ def test_results_md_is_what_the_committed_bench_json_renders() -> None:
     results = json.loads((bench.RESULTS / "bench.json").read_text(encoding="utf-8"))
     rendered = bench.markdown(results)
     assert rendered == (bench.HERE / "RESULTS.md").read_text(encoding="utf-8")
-    # The floor column is ours / floor of the same run, as the README quotes it.
+    # The floor column is ours / floor of the same run, as docs/performance.md quotes it.
     for threads, fixed in results["fixed"].items():
         share = f"{100 * fixed[bench.OURS] / fixed[bench.FLOOR]:.0f}%"
         table = rendered.split(f"## Fixed batch 32 x 32 tokens, {threads} thread(s)")[1].split("##")[0]

@@ -24,6 +24,16 @@ def test_help_reads_well(command: str) -> None:
     assert res.returncode == 0 and "usage: mstsb-onnx" in res.stdout
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["embed", "--help"]], ids=["top", "serve", "embed"])
+def test_help_loads_nothing_heavy(argv: list[str]) -> None:
+    """--help must be instant on a slim install: no onnxruntime, numpy, tokenizers, starlette or torch."""
+    code = ("import sys\nfrom mstsb_onnx.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "heavy = [m for m in ('onnxruntime', 'numpy', 'tokenizers', 'starlette', 'torch') if m in sys.modules]\n"
+            "print('HEAVY', heavy)") % argv
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert "HEAVY []" in res.stdout, res.stdout[-300:] + res.stderr[-300:]
+
+
 def test_user_error_is_one_line_exit_1(tmp_path: Path) -> None:
     res = run_cli(["info", str(tmp_path / "missing")])
     assert res.returncode == 1
