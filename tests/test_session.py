@@ -10,28 +10,28 @@ from pathlib import Path
 
 import pytest
 
-from mstsb_onnx import session
+from mstsb_onnx import cpus, session
 from mstsb_onnx.errors import ModelFolderError
 
 
 def test_affinity_is_respected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3, 5})
-    monkeypatch.setattr(session, "_cgroup_cpu_limit", lambda: None)
-    assert session.available_cpus() == 3
+    monkeypatch.setattr(cpus, "_cgroup_cpu_limit", lambda: None)
+    assert cpus.available_cpus() == 3
 
 
 @pytest.mark.parametrize("quota, expected", [(1.5, 2), (0.2, 1), (8.0, 3), (None, 3)], ids=str)
 def test_cgroup_quota_caps(monkeypatch: pytest.MonkeyPatch, quota, expected: int) -> None:
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2})
-    monkeypatch.setattr(session, "_cgroup_cpu_limit", lambda: quota)
-    assert session.available_cpus() == expected
+    monkeypatch.setattr(cpus, "_cgroup_cpu_limit", lambda: quota)
+    assert cpus.available_cpus() == expected
 
 
 @pytest.mark.parametrize("text, expected", [("150000 100000\n", 1.5), ("max 100000\n", None)], ids=["quota", "max"])
 def test_cgroup_v2_file_is_parsed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str, expected) -> None:
     (tmp_path / "cpu.max").write_text(text)
-    monkeypatch.setattr(session, "CGROUP_ROOT", tmp_path)
-    assert session._cgroup_cpu_limit() == expected
+    monkeypatch.setattr(cpus, "CGROUP_ROOT", tmp_path)
+    assert cpus._cgroup_cpu_limit() == expected
 
 
 def test_session_options_are_explicit() -> None:
