@@ -132,18 +132,28 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from mstsb_onnx.serve import ServeConfig, serve
+    import os
 
-    config = ServeConfig(model_dir=args.model_dir, model_name=args.model_name or Path(args.model_dir).name,
-                         workers=args.workers, threads_per_worker=args.threads_per_worker,
-                         max_wait_ms=args.max_wait_ms, max_batch_tokens=args.max_batch_tokens,
-                         max_queue_inputs=args.max_queue, max_inputs=args.max_inputs, max_chars=args.max_chars,
-                         max_body_bytes=args.max_body_bytes, timeout_s=args.timeout)
+    from mstsb_onnx.serve import ServeConfig, serve
+    from mstsb_onnx.serve.config import read_api_keys
+
+    try:
+        keys = read_api_keys(args.api_key, args.api_key_file, dict(os.environ))
+        config = ServeConfig(model_dir=args.model_dir, model_name=args.model_name or Path(args.model_dir).name,
+                             workers=args.workers, threads_per_worker=args.threads_per_worker,
+                             max_wait_ms=args.max_wait_ms, max_batch_tokens=args.max_batch_tokens,
+                             max_queue_inputs=args.max_queue, max_inputs=args.max_inputs, max_chars=args.max_chars,
+                             max_body_bytes=args.max_body_bytes, timeout_s=args.timeout, api_keys=keys,
+                             protect_metrics=args.protect_metrics, access_log=args.access_log)
+    except ValueError as e:
+        raise MstsbError(str(e)) from e
+    if args.protect_metrics and not keys:
+        raise MstsbError("--protect-metrics needs an API key (--api-key, --api-key-file or MSTSB_API_KEYS)")
     from mstsb_onnx.manifest import read_manifest
 
     read_manifest(Path(args.model_dir))  # a wrong path is a one-line error, not a server that never gets ready
     print(f"serving {args.model_dir} on http://{args.host}:{args.port} ({config.resolved_workers()} workers x "
-          f"{config.threads_per_worker} thread(s))", flush=True)
+          f"{config.threads_per_worker} thread(s); {len(keys) or 'no'} API key(s))", flush=True)
     serve(config, host=args.host, port=args.port)
     return 0
 
@@ -238,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     from mstsb_onnx.serve.config import ServeConfig  # standard library only: --help stays light
 
     v = sub.add_parser("serve", help="OpenAI-compatible embedding server (needs the 'serve' extra)",
-                       description="POST /v1/embeddings (OpenAI-compatible), GET /health, GET /metrics. Concurrent "
+                       description="POST /v1/embeddings (OpenAI-compatible), POST /embed and GET /info "
+                                   "(text-embeddings-inference-compatible), GET /health, GET /metrics. Concurrent "
                                    "requests are micro-batched; WORKERS threads share one onnxruntime session.")
     v.add_argument("model_dir", help=_MODEL_DIR)
     v.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
@@ -263,6 +274,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"request body limit in bytes (default {d.max_body_bytes} = {d.max_body_bytes / 2**20:g} MiB)")
     v.add_argument("--timeout", type=_positive_float, default=d.timeout_s,
                    help=f"seconds a request may wait before 503 (default {d.timeout_s:g})")
+    v.add_argument("--api-key", action="append", metavar="KEY",
+                   help="require 'Authorization: Bearer KEY' (repeatable; also MSTSB_API_KEYS=k1,k2, which stays out "
+                        "of ps); /health stays open")
+    v.add_argument("--api-key-file", metavar="FILE", help="read keys from FILE, one per line (# comments)")
+    v.add_argument("--protect-metrics", action="store_true", help="require a key for /metrics too")
+    v.add_argument("--access-log", action="store_true",
+                   help="one JSON line per request on stderr: id, status, inputs, tokens, queue and compute ms")
     v.set_defaults(func=cmd_serve)
 
     b = sub.add_parser("bench", help="time an exported folder (and optionally torch) on this machine",

@@ -146,6 +146,14 @@ class Embedder:
         items, _ = as_text_list(texts)
         return self._tokenize(items, prompt, prompt_name)
 
+    def tokenize_flagged(self, texts: object, prompt: str | None = None,
+                         prompt_name: str | None = None) -> tuple[list[list[int]], list[bool]]:
+        """``tokenize``, and for each text whether it was longer than max_seq_length (and cut)."""
+        items, _ = as_text_list(texts)
+        prefix = self._prefix(prompt, prompt_name)
+        items = [prefix + t for t in items] if prefix else items
+        return self.tokenizer.encode_flagged(items) if items else ([], [])
+
     def _tokenize(self, items: list[str], prompt: str | None, prompt_name: str | None) -> list[list[int]]:
         prefix = self._prefix(prompt, prompt_name)
         if prefix:

@@ -24,6 +24,8 @@ class TokenizerLike(Protocol):
 
     def encode(self, texts: list[str]) -> list[list[int]]: ...
 
+    def encode_flagged(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]: ...
+
 
 class Tokenizer:
     def __init__(self, tokenizer: HFTokenizer, max_length: int, pad_id: int) -> None:
@@ -45,12 +47,19 @@ class Tokenizer:
             raise ModelFolderError(f"could not read tokenizer {path}: {e}") from e
         return cls(tok, max_length, pad_id)
 
-    def encode(self, texts: list[str]) -> list[list[int]]:
+    def _encodings(self, texts: list[str]) -> list:
         try:
-            encodings = self._encode_batch(texts, add_special_tokens=True)
+            return self._encode_batch(texts, add_special_tokens=True)
         except Exception as e:  # the Rust side reports every failure as a bare Exception
             raise InputError(_explain_failure(texts, e)) from e
-        return [enc.ids for enc in encodings]
+
+    def encode(self, texts: list[str]) -> list[list[int]]:
+        return [enc.ids for enc in self._encodings(texts)]
+
+    def encode_flagged(self, texts: list[str]) -> tuple[list[list[int]], list[bool]]:
+        """Ids as ``encode``, and for each text whether truncation at max_length cut it."""
+        encodings = self._encodings(texts)
+        return [enc.ids for enc in encodings], [bool(enc.overflowing) for enc in encodings]
 
     def id_to_token(self, token_id: int) -> str | None:
         return self._tok.id_to_token(token_id)

@@ -191,7 +191,7 @@ def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
     import asyncio
 
     from mstsb_onnx.serve.api import ApiError
-    from mstsb_onnx.serve.batcher import Batcher
+    from mstsb_onnx.serve.batcher import Batcher, Done
     from mstsb_onnx.serve.config import ServeConfig
     from mstsb_onnx.serve.metrics import Metrics
 
@@ -212,7 +212,7 @@ def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
     results = asyncio.run(scenario())
     refused = [r for r in results if isinstance(r, ApiError)]
     assert len(refused) == 3 and all(r.status == 503 and r.headers["Retry-After"] for r in refused)
-    assert sum(isinstance(r, np.ndarray) for r in results) == 2
+    assert sum(isinstance(r, Done) and r.vectors.shape == (1, 4) for r in results) == 2
 
 
 def test_sigterm_finishes_in_flight_requests(tiny_int8: Path) -> None:

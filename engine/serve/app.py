@@ -1,158 +1,292 @@
-"""``mstsb-onnx serve``: an OpenAI-compatible embedding server with dynamic micro-batching.
+"""``mstsb-onnx serve``: OpenAI- and TEI-compatible embedding routes with dynamic micro-batching.
 
-    POST /v1/embeddings   {"input": str | [str], "model": ..., "encoding_format": "float"|"base64"}
-    GET  /health          200 once the model is loaded (503 before)
-    GET  /metrics         Prometheus text format
+    POST /v1/embeddings   OpenAI: {"input": str | [str], "model": ..., "encoding_format": "float"|"base64"}
+    POST /embed, POST /   text-embeddings-inference: {"inputs": str | [str], "normalize", "truncate"} -> [[float]]
+    GET  /info            TEI's model description
+    GET  /health          200 once the model is loaded (503 before); never needs a key
+    GET  /metrics         Prometheus text format (a key only with protect_metrics)
 
-Concurrent requests are merged into token-budgeted batches; a request waits at most
-``max_wait_ms`` for company. Batches run off the event loop on ``workers`` threads that share ONE
-onnxruntime session (weights held once) with ``threads_per_worker`` intra-op threads each --
-the "parallel sessions" layout measured fastest on many cores, without N copies of the model.
-Limits (inputs per request, characters per input, body bytes, pending inputs, per-request
-timeout) answer with OpenAI-shaped errors; a full queue answers 503 with Retry-After instead of
-growing. Needs the ``serve`` extra (starlette, uvicorn).
+Concurrent requests are merged into token-budgeted batches (``batcher``); tokenization and
+inference run on thread pools, never on the event loop. With ``api_keys`` every other route needs
+``Authorization: Bearer <key>`` (compared in constant time; 401 with ``WWW-Authenticate``). Every
+response carries ``X-Request-Id`` (the client's, when it sent a usable one). Client mistakes are
+4xx in OpenAI's error shape. Needs the ``serve`` extra (starlette, uvicorn).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
+import json
+import sys
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from typing import Any
 
 from mstsb_onnx.errors import InputError, MissingExtraError
-from mstsb_onnx.serve.api import ApiError, encode_vector, parse_request
-from mstsb_onnx.serve.batcher import Batcher
+from mstsb_onnx.serve.api import ApiError, encode_vector, parse_request, parse_tei
+from mstsb_onnx.serve.batcher import Batcher, Done
 from mstsb_onnx.serve.config import ServeConfig
 from mstsb_onnx.serve.metrics import Metrics
 
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_EXTRA = 'the server needs the serve extra: pip install "mstsb-onnx[serve]"'
 
-def _token_ids(embedder: Any, texts: list[str]) -> list[list[int]]:
-    """Token ids of a request's texts, checked here so that a bad request fails alone, not its batch."""
+
+def authorized(header: str | None, keys: tuple[str, ...]) -> bool:
+    """``Authorization: Bearer <key>`` names one of ``keys``; every key is compared, in constant time."""
+    scheme, _, token = (header or "").partition(" ")
+    given = token.strip().encode()
+    match = False
+    for key in keys:
+        match |= hmac.compare_digest(given, key.encode())
+    return scheme.lower() == "bearer" and match
+
+
+def _request_id(scope: dict) -> str:
+    for name, value in scope.get("headers", []):
+        if name == b"x-request-id":
+            text = value.decode("latin-1")
+            if 0 < len(text) <= 128 and text.isascii() and text.isprintable():
+                return text
+    return uuid.uuid4().hex
+
+
+class RequestIdMiddleware:
+    """Puts ``X-Request-Id`` on every response (and in ``request.state.request_id``)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = _request_id(scope)
+        scope.setdefault("state", {})["request_id"] = rid
+
+        async def send_with_id(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def _token_ids(embedder: Any, texts: list[str], prompt_name: str | None) -> tuple[list[list[int]], list[bool]]:
+    """Token ids (and which texts were cut), checked here so that a bad request fails alone, not its batch."""
     try:
-        seqs = embedder.tokenize(texts)
+        seqs, cut = embedder.tokenize_flagged(texts, prompt_name=prompt_name)
         embedder.check_token_ids(seqs, what="input")
     except InputError as e:
         raise ApiError(422, str(e), "invalid_input", "input") from e
-    return seqs
+    return seqs, cut
 
 
-def create_app(config: ServeConfig, embedder: Any = None):
-    """The ASGI app. The model loads in a background thread; /health says when it is ready."""
-    try:
-        from starlette.applications import Starlette
-        from starlette.requests import Request
-        from starlette.responses import JSONResponse, PlainTextResponse, Response
-        from starlette.routing import Route
-    except ImportError as e:
-        raise MissingExtraError('the server needs the serve extra: pip install "mstsb-onnx[serve]"') from e
-    from contextlib import asynccontextmanager
+class Service:
+    """One server's state: the model (loaded in the background), the batcher, metrics, routes."""
 
-    metrics = Metrics()
-    state: dict[str, Any] = {"embedder": embedder, "batcher": None, "error": None,
-                             "tokenize": ThreadPoolExecutor(config.resolved_workers(), thread_name_prefix="tokenize")}
-    ready = threading.Event()
+    def __init__(self, config: ServeConfig, embedder: Any = None) -> None:
+        self.config, self.metrics = config, Metrics()
+        self.embedder, self.batcher, self.error = embedder, None, None
+        self.ready = threading.Event()
+        self.tokenize_pool = ThreadPoolExecutor(config.resolved_workers(), thread_name_prefix="tokenize")
 
-    def load() -> None:
+    def load(self) -> None:
         try:
-            if state["embedder"] is None:
+            if self.embedder is None:
                 from mstsb_onnx.embedder import Embedder
 
-                state["embedder"] = Embedder(config.model_dir, threads=config.threads_per_worker, spin=False)
+                self.embedder = Embedder(self.config.model_dir, threads=self.config.threads_per_worker, spin=False)
         except Exception as e:  # surfaced by /health and every request
-            state["error"] = f"{type(e).__name__}: {e}"
-        ready.set()
+            self.error = f"{type(e).__name__}: {e}"
+        self.ready.set()
 
     @asynccontextmanager
-    async def lifespan(app):
-        threading.Thread(target=load, daemon=True).start()
+    async def lifespan(self, app: Any):
+        threading.Thread(target=self.load, daemon=True).start()
 
         async def start_batcher() -> None:
-            await asyncio.get_running_loop().run_in_executor(None, ready.wait)
-            if state["error"] is None:
-                state["batcher"] = Batcher(state["embedder"], config, metrics)
-                state["batcher"].start()
+            await asyncio.get_running_loop().run_in_executor(None, self.ready.wait)
+            if self.error is None:
+                self.batcher = Batcher(self.embedder, self.config, self.metrics)
+                self.batcher.start()
 
         starter = asyncio.get_running_loop().create_task(start_batcher())
         yield
         starter.cancel()
-        if state["batcher"] is not None:
-            await state["batcher"].stop()
-        state["tokenize"].shutdown(wait=True)
+        if self.batcher is not None:
+            await self.batcher.stop()
+        self.tokenize_pool.shutdown(wait=True)
 
-    def error_response(err: ApiError) -> JSONResponse:
-        metrics.inc("mstsb_errors_total", code=err.code)
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+    def check_key(self, request: Any) -> None:
+        if self.config.api_keys and not authorized(request.headers.get("authorization"), self.config.api_keys):
+            self.metrics.inc("mstsb_rejected_total", reason="unauthorized")
+            raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "invalid_api_key",
+                           headers={"WWW-Authenticate": "Bearer"})
 
-    async def embeddings(request: Request) -> Response:
-        start = time.perf_counter()
-        status = 200
-        metrics.inc("mstsb_requests_in_flight", value=1)
+    async def body(self, request: Any) -> bytearray:
+        if self.batcher is None:
+            raise ApiError(503, self.error or "model is loading; retry shortly", "not_ready",
+                           headers={"Retry-After": "1"})
+        limit = self.config.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
+            raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}", "body_too_large")
+        raw = bytearray()  # appending to bytes would copy the whole body per chunk
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise ApiError(413, f"request body exceeds {limit} bytes", "body_too_large")
+        return raw
+
+    async def embed(self, texts: list[str], log: dict, prompt_name: str | None = None,
+                    truncate: bool = True) -> Done:
+        """Tokenize off the loop, refuse cut texts unless ``truncate``, then batch and embed."""
+        loop = asyncio.get_running_loop()
+        seqs, cut = await loop.run_in_executor(self.tokenize_pool, _token_ids, self.embedder, texts, prompt_name)
+        if not truncate and any(cut):
+            i = cut.index(True)
+            raise ApiError(413, f"inputs[{i}] is longer than the model's max_seq_length of "
+                                f"{self.embedder.max_seq_length} tokens; send truncate: true to embed its start",
+                           "input_too_long", "inputs")
+        log["tokens"] = sum(map(len, seqs))
+        done = await self.batcher.submit(seqs)
+        log.update(inputs=len(texts), queue_ms=round(1000 * done.queue_s, 2), compute_ms=round(1000 * done.compute_s, 2))
+        self.metrics.inc("mstsb_inputs_total", value=len(texts))
+        self.metrics.inc("mstsb_tokens_total", value=log["tokens"])
+        return done
+
+    async def handle(self, request: Any, route: Any) -> Any:
+        """Key check, in-flight gauge, OpenAI-shaped errors, metrics and the access-log line around ``route``."""
+        from starlette.responses import JSONResponse
+
+        start, log = time.perf_counter(), {}
+        self.metrics.inc("mstsb_requests_in_flight", value=1)
         try:
-            batcher = state["batcher"]
-            if batcher is None:
-                raise ApiError(503, state["error"] or "model is loading; retry shortly", "not_ready",
-                               headers={"Retry-After": "1"})
-            declared = request.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > config.max_body_bytes:
-                raise ApiError(413, f"request body is {declared} bytes; the limit is {config.max_body_bytes}",
-                               "body_too_large")
-            raw = bytearray()  # appending to bytes would copy the whole body per chunk
-            async for chunk in request.stream():
-                raw += chunk
-                if len(raw) > config.max_body_bytes:
-                    raise ApiError(413, f"request body exceeds {config.max_body_bytes} bytes", "body_too_large")
-            emb = state["embedder"]
-            texts, fmt = parse_request(raw, config, emb.dim)
-            # Off the event loop: a request of thousands of long texts takes seconds to tokenize,
-            # and /health and every other client must not wait for it.
-            seqs = await asyncio.get_running_loop().run_in_executor(state["tokenize"], _token_ids, emb, texts)
-            tokens = sum(map(len, seqs))
-            vectors = await batcher.submit(seqs)
-            metrics.inc("mstsb_inputs_total", value=len(texts))
-            metrics.inc("mstsb_tokens_total", value=tokens)
-            return JSONResponse({
-                "object": "list",
-                "data": [{"object": "embedding", "index": i, "embedding": encode_vector(v, fmt)}
-                         for i, v in enumerate(vectors)],
-                "model": config.model_name,
-                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-            })
+            self.check_key(request)
+            response = await route(request, log)
         except ApiError as err:
-            status = err.status
-            return error_response(err)
+            self.metrics.inc("mstsb_errors_total", code=err.code)
+            response = JSONResponse(err.body(), status_code=err.status, headers=err.headers)
         finally:
-            metrics.inc("mstsb_requests_in_flight", value=-1)
-            metrics.inc("mstsb_requests_total", status=str(status))
-            metrics.observe("mstsb_request_seconds", time.perf_counter() - start)
+            self.metrics.inc("mstsb_requests_in_flight", value=-1)
+        self.metrics.inc("mstsb_requests_total", status=str(response.status_code))
+        self.metrics.observe("mstsb_request_seconds", time.perf_counter() - start)
+        if self.config.access_log:
+            line = {"id": request.state.request_id, "method": request.method, "path": request.url.path,
+                    "status": response.status_code, "inputs": 0, "tokens": 0, "queue_ms": None, "compute_ms": None,
+                    **log, "total_ms": round(1000 * (time.perf_counter() - start), 2)}
+            print(json.dumps(line), file=sys.stderr, flush=True)
+        return response
 
-    async def health(request: Request) -> Response:
-        if state["batcher"] is not None:
-            return JSONResponse({"status": "ok", "model": config.model_name, "workers": state["batcher"].workers})
-        if state["error"]:
-            return JSONResponse({"status": "error", "error": state["error"]}, status_code=503)
+    async def openai(self, request: Any, log: dict) -> Any:
+        from starlette.responses import JSONResponse
+
+        texts, fmt = parse_request(await self.body(request), self.config, self.embedder.dim)
+        done = await self.embed(texts, log)
+        return JSONResponse({
+            "object": "list",
+            "data": [{"object": "embedding", "index": i, "embedding": encode_vector(v, fmt)}
+                     for i, v in enumerate(done.vectors)],
+            "model": self.config.model_name,
+            "usage": {"prompt_tokens": log["tokens"], "total_tokens": log["tokens"]},
+        })
+
+    async def tei(self, request: Any, log: dict) -> Any:
+        from starlette.responses import JSONResponse
+
+        from mstsb_onnx.similarity import unit_rows
+
+        req = parse_tei(await self.body(request), self.config, self.embedder.manifest.prompts)
+        done = await self.embed(req.texts, log, prompt_name=req.prompt_name, truncate=req.truncate)
+        vectors = unit_rows(done.vectors) if req.normalize else done.vectors
+        return JSONResponse([encode_vector(v, "float") for v in vectors])
+
+    async def info(self, request: Any, log: dict) -> Any:
+        from starlette.responses import JSONResponse
+
+        from mstsb_onnx import __version__
+
+        if self.embedder is None:
+            raise ApiError(503, self.error or "model is loading; retry shortly", "not_ready", headers={"Retry-After": "1"})
+        m = self.embedder.manifest
+        return JSONResponse({
+            "model_id": self.config.model_name, "model_sha": (m.raw.get("source") or {}).get("revision"),
+            "model_dtype": "int8" if m.quantization_mode == "int8" else "float32",
+            "model_type": {"embedding": {"pooling": m.raw.get("pooling")}},
+            "max_concurrent_requests": self.config.max_queue_inputs, "max_input_length": m.max_seq_length,
+            "max_batch_tokens": self.config.max_batch_tokens, "max_batch_requests": None,
+            "max_client_batch_size": self.config.max_inputs, "auto_truncate": False,
+            "tokenization_workers": self.config.resolved_workers(), "version": __version__,
+            "prompts": m.prompts, "dim": m.dim,
+        })
+
+    async def health(self, request: Any) -> Any:
+        from starlette.responses import JSONResponse
+
+        if self.batcher is not None:
+            return JSONResponse({"status": "ok", "model": self.config.model_name, "workers": self.batcher.workers})
+        if self.error:
+            return JSONResponse({"status": "error", "error": self.error}, status_code=503)
         return JSONResponse({"status": "loading"}, status_code=503)
 
-    async def metrics_endpoint(request: Request) -> Response:
-        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+    async def metrics_text(self, request: Any, log: dict) -> Any:
+        from starlette.responses import PlainTextResponse
 
-    async def not_found(request: Request, exc: Exception) -> Response:
-        return error_response(ApiError(404, f"no route {request.method} {request.url.path}", "not_found"))
+        return PlainTextResponse(self.metrics.render(), media_type="text/plain; version=0.0.4")
 
-    async def bad_method(request: Request, exc: Exception) -> Response:
-        return error_response(ApiError(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed"))
 
-    return Starlette(
-        routes=[Route("/v1/embeddings", embeddings, methods=["POST"]), Route("/embeddings", embeddings, methods=["POST"]),
-                Route("/health", health, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])],
-        lifespan=lifespan, exception_handlers={404: not_found, 405: bad_method},
-    )
+def create_app(config: ServeConfig, embedder: Any = None) -> Any:
+    """The ASGI app. The model loads in a background thread; /health says when it is ready."""
+    try:
+        from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+    except ImportError as e:
+        raise MissingExtraError(_EXTRA) from e
+    svc = Service(config, embedder)
+
+    def routed(route: Any) -> Any:
+        async def endpoint(request: Any) -> Any:
+            return await svc.handle(request, route)
+        return endpoint
+
+    async def metrics_endpoint(request: Any) -> Any:
+        if config.protect_metrics:
+            return await svc.handle(request, svc.metrics_text)
+        return await svc.metrics_text(request, {})
+
+    def error(status: int, message: str, code: str) -> Any:
+        svc.metrics.inc("mstsb_errors_total", code=code)
+        return JSONResponse(ApiError(status, message, code).body(), status_code=status)
+
+    async def not_found(request: Any, exc: Exception) -> Any:
+        return error(404, f"no route {request.method} {request.url.path}", "not_found")
+
+    async def bad_method(request: Any, exc: Exception) -> Any:
+        return error(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
+
+    routes = [Route("/v1/embeddings", routed(svc.openai), methods=["POST"]),
+              Route("/embeddings", routed(svc.openai), methods=["POST"]),
+              Route("/embed", routed(svc.tei), methods=["POST"]), Route("/", routed(svc.tei), methods=["POST"]),
+              Route("/info", routed(svc.info), methods=["GET"]),
+              Route("/health", svc.health, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])]
+    app = Starlette(routes=routes, lifespan=svc.lifespan, middleware=[Middleware(RequestIdMiddleware)],
+                    exception_handlers={404: not_found, 405: bad_method})
+    app.state.service = svc
+    return app
 
 
 def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
     try:
         import uvicorn
     except ImportError as e:
-        raise MissingExtraError('the server needs the serve extra: pip install "mstsb-onnx[serve]"') from e
+        raise MissingExtraError(_EXTRA) from e
+    if not config.api_keys and host not in LOOPBACK:
+        print(f"warning: listening on {host} without an API key: anyone who can reach this port can use the model "
+              "(pass --api-key, --api-key-file or MSTSB_API_KEYS)", file=sys.stderr, flush=True)
     uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)

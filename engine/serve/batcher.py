@@ -26,10 +26,21 @@ class _Job:
     seqs: list[list[int]]  # token ids, from the request handler (tokenized once)
     future: asyncio.Future
     enqueued: float = field(default_factory=time.perf_counter)
+    started: float = 0.0
+    finished: float = 0.0
 
     @property
     def tokens(self) -> int:
         return sum(map(len, self.seqs))
+
+
+@dataclass(frozen=True)
+class Done:
+    """A job's vectors and where its time went: waiting for a batch and a worker, then computing."""
+
+    vectors: np.ndarray
+    queue_s: float
+    compute_s: float
 
 
 class Batcher:
@@ -52,7 +63,7 @@ class Batcher:
             self.task.cancel()
         self.pool.shutdown(wait=True)
 
-    async def submit(self, seqs: list[list[int]]) -> np.ndarray:
+    async def submit(self, seqs: list[list[int]]) -> Done:
         if self.pending_inputs + len(seqs) > self.config.max_queue_inputs:
             self.metrics.inc("mstsb_rejected_total", reason="queue_full")
             raise ApiError(503, f"server busy: {self.pending_inputs} inputs queued (limit "
@@ -63,7 +74,8 @@ class Batcher:
         self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
         await self.queue.put(job)
         try:
-            return await asyncio.wait_for(asyncio.shield(job.future), self.config.timeout_s)
+            vectors = await asyncio.wait_for(asyncio.shield(job.future), self.config.timeout_s)
+            return Done(vectors, job.started - job.enqueued, job.finished - job.started)
         except asyncio.TimeoutError:
             self.metrics.inc("mstsb_rejected_total", reason="timeout")
             raise ApiError(503, f"request timed out after {self.config.timeout_s:.0f}s in the queue; retry later",
@@ -93,6 +105,8 @@ class Batcher:
     async def _run(self, batch: list[_Job]) -> None:
         seqs = [ids for job in batch for ids in job.seqs]
         start = time.perf_counter()
+        for job in batch:
+            job.started = start
         try:
             vectors = await asyncio.get_running_loop().run_in_executor(self.pool, self.embedder.encode_tokens, seqs)
         except Exception as e:  # report to every waiting request rather than kill the batcher
@@ -104,8 +118,11 @@ class Batcher:
             self.slots.release()
             self.pending_inputs -= len(seqs)
             self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
+        end = time.perf_counter()
+        for job in batch:
+            job.finished = end
         self.metrics.observe("mstsb_batch_inputs", len(seqs))
-        self.metrics.observe("mstsb_batch_seconds", time.perf_counter() - start)
+        self.metrics.observe("mstsb_batch_seconds", end - start)
         if vectors is None:
             return
         at = 0

@@ -25,6 +25,10 @@ class ServeConfig:
     max_chars: int = 20_000
     max_body_bytes: int = 8 * 1024 * 1024
     timeout_s: float = 30.0
+    # Bearer keys; empty: no authentication. /health is always open, /metrics unless protect_metrics.
+    api_keys: tuple[str, ...] = ()
+    protect_metrics: bool = False
+    access_log: bool = False  # one JSON line per request on stderr
 
     def __post_init__(self) -> None:
         # The CLI checks its arguments as it parses them; this covers the Python API.
@@ -38,6 +42,25 @@ class ServeConfig:
             raise ValueError(f"ServeConfig.max_wait_ms must be >= 0, got {self.max_wait_ms!r}")
         if not 0 < self.timeout_s < float("inf"):
             raise ValueError(f"ServeConfig.timeout_s must be > 0, got {self.timeout_s!r}")
+        self.api_keys = tuple(self.api_keys)
+        bad = [i for i, k in enumerate(self.api_keys) if not isinstance(k, str) or not k.strip() or not k.isprintable()
+               or " " in k]
+        if bad:
+            raise ValueError(f"ServeConfig.api_keys[{bad[0]}] must be a non-empty printable string without spaces")
 
     def resolved_workers(self) -> int:
         return self.workers or max(1, available_cpus() // self.threads_per_worker)
+
+
+def read_api_keys(keys: list[str] | None, key_file: str | None, environ: dict[str, str]) -> tuple[str, ...]:
+    """Keys from ``--api-key`` (repeatable), ``--api-key-file`` (one per line, ``#`` comments) and
+    ``MSTSB_API_KEYS`` (comma-separated), in that order, without duplicates."""
+    found = list(keys or [])
+    if key_file:
+        try:
+            lines = open(key_file, encoding="utf-8").read().splitlines()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ValueError(f"cannot read the API key file {key_file}: {e}") from e
+        found += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    found += [k.strip() for k in environ.get("MSTSB_API_KEYS", "").split(",") if k.strip()]
+    return tuple(dict.fromkeys(found))
