@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -22,8 +22,10 @@ import numpy as np
 
 from mstsb_onnx.batching import plan_batches
 from mstsb_onnx.errors import InputError, ModelFolderError, MstsbError
-from mstsb_onnx.inputs import as_text_list, is_count
+from mstsb_onnx.inputs import as_text, as_text_list, is_count
 from mstsb_onnx.manifest import Manifest, Verify, read_manifest, verify_files
+from mstsb_onnx.precision import PRECISIONS, quantize
+from mstsb_onnx.progress import batch_bar
 from mstsb_onnx.session import make_session
 from mstsb_onnx.similarity import cosine_similarity, unit_rows
 from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch
@@ -195,17 +197,75 @@ class Embedder:
         normalize: bool = False,
         prompt: str | None = None,
         prompt_name: str | None = None,
-    ) -> np.ndarray:
-        """Embed ``texts``: a str gives a [dim] vector, a list gives [n, dim] (float32).
+        *,
+        normalize_embeddings: bool = False,
+        show_progress_bar: bool | None = None,
+        convert_to_numpy: bool = True,
+        precision: str = "float32",
+    ) -> np.ndarray | list[np.ndarray]:
+        """Embed ``texts``: a str gives a [dim] vector, a list gives [n, dim] -- sentence-transformers'
+        ``encode`` arguments and meanings.
 
-        ``normalize=True`` L2-normalises (a model exported with a Normalize module always is).
-        ``prompt`` is prepended to every text; by default the model's default prompt is.
+        ``normalize_embeddings=True`` (or the older ``normalize=True``) L2-normalises; a model
+        exported with a Normalize module always is. ``prompt`` is prepended to every text; by
+        default the model's default prompt is. ``precision`` is "float32", or "int8", "uint8",
+        "binary", "ubinary" as sentence-transformers' ``quantize_embeddings`` computes them (ranges
+        from this call's embeddings). ``convert_to_numpy=False`` gives a list of 1-D arrays.
+        ``show_progress_bar`` shows one over the texts (off unless asked for).
         """
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         items, single = as_text_list(texts)
-        out = self.encode_tokens(self._tokenize(items, prompt, prompt_name), batch_size, normalize)
-        return out[0] if single else out
+        seqs = self._tokenize(items, prompt, prompt_name)
+        with batch_bar(len(seqs), bool(show_progress_bar)) as update:
+            out = self.encode_tokens(seqs, batch_size, normalize or normalize_embeddings, on_batch=update)
+        out = quantize(out, precision)
+        result = out if convert_to_numpy else list(out)
+        return result[0] if single else result
 
-    def encode_tokens(self, seqs: list[list[int]], batch_size: int = 32, normalize: bool = False) -> np.ndarray:
+    def encode_query(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | list[np.ndarray]:
+        """``encode`` with the model's "query" prompt (none if it has none), unless a prompt is given.
+
+        As sentence-transformers 5 does: its models always hold "query" and "document" prompts
+        (empty unless the model sets them), and ``encode_query`` picks "query" over the default prompt.
+        """
+        if kwargs.get("prompt") is None and kwargs.get("prompt_name") is None:
+            kwargs["prompt"] = self.manifest.prompts.get("query", "")
+        return self.encode(texts, **kwargs)
+
+    def encode_document(self, texts: str | Sequence[str], **kwargs: Any) -> np.ndarray | list[np.ndarray]:
+        """``encode`` with the model's "document" prompt (none if it has none), unless a prompt is given.
+
+        sentence-transformers 5 looks for "document", "passage", "corpus" in that order, but its
+        prompts always hold "document" (empty unless the model sets one), so that is what it uses.
+        """
+        if kwargs.get("prompt") is None and kwargs.get("prompt_name") is None:
+            kwargs["prompt"] = self.manifest.prompts.get("document", "")
+        return self.encode(texts, **kwargs)
+
+    def embed(self, documents: Iterable[object], batch_size: int = 32, chunk_size: int = 4096,
+              **encode_kwargs: Any) -> Iterator[np.ndarray]:
+        """Stream ``documents`` (any iterable, read ``chunk_size`` at a time): one vector per text, in order.
+
+        For inputs that do not fit in memory; memory stays at one chunk. ``encode_kwargs`` go to
+        ``encode`` (``normalize_embeddings``, ``prompt_name``...); ``precision`` is refused, since
+        its int8 ranges would differ from chunk to chunk.
+        """
+        if not is_count(chunk_size):
+            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+        if encode_kwargs.get("precision", "float32") != "float32":
+            raise ValueError("embed streams float32 vectors; quantize them yourself with ranges you choose")
+        chunk: list[str] = []
+        for i, item in enumerate(documents):
+            chunk.append(as_text(item, f"documents[{i}]"))
+            if len(chunk) == chunk_size:
+                yield from self.encode(chunk, batch_size, **encode_kwargs)
+                chunk = []
+        if chunk:
+            yield from self.encode(chunk, batch_size, **encode_kwargs)
+
+    def encode_tokens(self, seqs: list[list[int]], batch_size: int = 32, normalize: bool = False,
+                      on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Embed texts already tokenized by ``tokenize`` (prompt applied there): [n, dim] float32.
 
         For callers that need the ids first (the server counts tokens to form batches) and should
@@ -226,6 +286,8 @@ class Embedder:
                         f"the ONNX graph returned shape {emb.shape} for a batch of {len(idx)}; expected dim {self.dim}"
                     )
                 out[idx] = emb
+                if on_batch is not None:
+                    on_batch(len(idx))
             bad = ~np.isfinite(out).all(axis=1)
             if bad.any():
                 raise MstsbError(f"the model produced non-finite values for texts at {np.flatnonzero(bad)[:10].tolist()}")

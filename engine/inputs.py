@@ -37,12 +37,13 @@ def as_text_list(texts: object) -> tuple[list[str], bool]:
         return [_decode(bytes(texts), "the text")], True
     if texts is None or not isinstance(texts, Iterable) or isinstance(texts, dict):
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
-    out: list[str] = []
-    for i, item in enumerate(texts):
-        if isinstance(item, str):
-            out.append(item)
-        elif isinstance(item, (bytes, bytearray)):
-            out.append(_decode(bytes(item), f"texts[{i}]"))
-        else:
-            raise TypeError(f"texts[{i}] is {type(item).__name__}, expected str")
-    return out, False
+    return [as_text(item, f"texts[{i}]") for i, item in enumerate(texts)], False
+
+
+def as_text(item: object, where: str) -> str:
+    """One text: a str, or UTF-8 bytes decoded; anything else is a TypeError naming ``where``."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, (bytes, bytearray)):
+        return _decode(bytes(item), where)
+    raise TypeError(f"{where} is {type(item).__name__}, expected str")

@@ -1,6 +1,7 @@
 """A one-line progress bar on stderr, and chunked encoding that drives it.
 
-Dependency-free on purpose (the runtime stays slim). On a terminal it redraws one line with
+Dependency-free on purpose (the runtime stays slim); ``batch_bar`` uses tqdm when it is installed
+(as sentence-transformers' ``show_progress_bar`` does) and this bar otherwise. On a terminal it redraws one line with
 count, percent and rate; elsewhere (CI logs, pipes) it prints only the final line.
 """
 
@@ -8,7 +9,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TextIO
 
 import numpy as np
@@ -54,3 +56,20 @@ def encode_with_progress(encode: Callable[[list[str]], np.ndarray], texts: Seque
         bar.update(len(part))
     bar.close()
     return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+
+@contextmanager
+def batch_bar(total: int, enabled: bool, desc: str = "Batches") -> Iterator[Callable[[int], None]]:
+    """An ``update(n)`` callable for ``total`` items: tqdm's when installed, else ``Progress``; a no-op when off."""
+    if not enabled:
+        yield lambda n: None
+        return
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        bar = Progress(total, desc)
+        yield bar.update
+        bar.close()
+        return
+    with tqdm(total=total, desc=desc, unit="sent") as t:
+        yield t.update

@@ -123,11 +123,11 @@ def test_interrupted_run_leaves_nothing(emb: Embedder, tmp_path: Path, monkeypat
     calls = {"n": 0}
     real = emb.encode_tokens
 
-    def flaky(seqs, **kw):
+    def flaky(seqs, *args, **kw):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real(seqs, **kw)
+        return real(seqs, *args, **kw)
 
     monkeypatch.setattr(emb, "encode_tokens", flaky)
     with pytest.raises(KeyboardInterrupt):

@@ -29,11 +29,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(folder: Path, *args: str) -> tuple[str, subprocess.Popen]:
+def start_server(folder: Path, *args: str, stderr_to: Path | None = None,
+                 env: dict[str, str] | None = None) -> tuple[str, subprocess.Popen]:
     """``mstsb-onnx serve`` as a real process; returns once /health answers 200."""
     port = _free_port()
+    err = open(stderr_to, "w") if stderr_to else subprocess.PIPE
     proc = subprocess.Popen([sys.executable, "-m", "mstsb_onnx.cli", "serve", str(folder), "--port", str(port), *args],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -43,7 +45,7 @@ def start_server(folder: Path, *args: str) -> tuple[str, subprocess.Popen]:
         except httpx.HTTPError:
             pass
         if proc.poll() is not None:
-            raise RuntimeError(proc.stderr.read().decode())
+            raise RuntimeError(stderr_to.read_text() if stderr_to else proc.stderr.read().decode())
         time.sleep(0.05)  # on a 503 (loading) as on a refused connection
     proc.kill()
     raise RuntimeError("server did not become ready in 60 s")

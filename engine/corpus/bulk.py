@@ -1,7 +1,7 @@
 """``mstsb-onnx embed``: stream a corpus through an Embedder into a .npy or Parquet file.
 
-Reads rows (``corpus``), embeds them chunk by chunk with a progress bar (sentences/s), appends
-to an atomic sink (``sinks``). Bad rows are reported on stderr with their line number; with
+Reads rows (``readers``), checks that the model can embed them, streams them through
+``Embedder.embed`` with a progress bar (sentences/s) and appends to an atomic sink (``sinks``). Bad rows are reported on stderr with their line number; with
 ``on_error="skip"`` they are left out (and counted), with ``"fail"`` the run stops and no
 output is written. Memory stays flat for any input size.
 """
@@ -11,8 +11,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from itertools import islice, tee
 from pathlib import Path
 from typing import TextIO
+
+import numpy as np
 
 from mstsb_onnx.corpus.readers import BadRow, Row, read_rows
 from mstsb_onnx.embedder import Embedder
@@ -84,25 +87,35 @@ def report_refused(refused: list[BadRow], on_error: str, stats: EmbedStats, log:
         print(f"skipped line {bad.id}: {bad.reason}", file=log)
 
 
+def _checked(embedder: Embedder, rows: Iterable[list[Row]], on_error: str, stats: EmbedStats,
+             log: TextIO) -> Iterator[Row]:
+    """Rows the model can embed, lazily; the others reported (or raised) as bad rows."""
+    for chunk in rows:
+        kept, _, refused = split_embeddable(embedder, chunk)
+        report_refused(refused, on_error, stats, log)
+        yield from kept
+
+
 def embed_file(embedder: Embedder, source: str, output: Path, fmt: str | None = None, field: str = "text",
                on_error: str = "fail", chunk_size: int = 4096, batch_size: int = 32, normalize: bool = False,
                log: TextIO | None = None) -> EmbedStats:
+    """Rows -> checked rows -> ``Embedder.embed`` (streaming) -> the sink, ``chunk_size`` rows at a time."""
     log = log or sys.stderr
     stats = EmbedStats()
     rows = chunks(read_rows(source, fmt, field), chunk_size, on_error, stats, log)
     sink = open_sink(output, embedder.dim)
     bar = Progress(0, "embedding", stream=log)
+    # One stream of checked rows feeds both the embedder and the sink; tee holds at most a chunk.
+    for_texts, for_sink = tee(_checked(embedder, rows, on_error, stats, log))
+    vectors = embedder.embed((r.text for r in for_texts), batch_size=batch_size, chunk_size=chunk_size,
+                             normalize_embeddings=normalize)
+    pairs = zip(for_sink, vectors)
     try:
-        for chunk in rows:
-            chunk, seqs, refused = split_embeddable(embedder, chunk)
-            report_refused(refused, on_error, stats, log)
-            if not chunk:
-                continue
-            vectors = embedder.encode_tokens(seqs, batch_size=batch_size, normalize=normalize)
-            sink.write([r.id for r in chunk], [r.text for r in chunk], vectors)
-            stats.rows += len(chunk)
+        while block := list(islice(pairs, chunk_size)):
+            sink.write([r.id for r, _ in block], [r.text for r, _ in block], np.stack([v for _, v in block]))
+            stats.rows += len(block)
             bar.total = stats.rows
-            bar.update(len(chunk))
+            bar.update(len(block))
         sink.close(stats.skipped)
     except BaseException:
         sink.abort()
