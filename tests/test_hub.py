@@ -78,7 +78,6 @@ class FakeHub:
 @pytest.fixture()
 def fake_hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_src: Path) -> FakeHub:
     """A repository whose default branch has the tiny model with only pickled weights."""
-    import huggingface_hub
 
     main = {str(p.relative_to(tiny_src)): p.read_bytes() for p in tiny_src.rglob("*") if p.is_file()}
     weights = main.pop("model.safetensors")

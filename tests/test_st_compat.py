@@ -4,7 +4,6 @@ itself where it has the same thing."""
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
