@@ -106,11 +106,17 @@ def test_a_public_address_without_a_key_is_warned_about(tiny_int8: Path, tmp_pat
 # --- TEI routes ----------------------------------------------------------------------------------
 
 
-def test_huggingface_hub_client_feature_extraction(keyed, reference: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_huggingface_hub_client_feature_extraction(keyed, reference: Embedder, monkeypatch: pytest.MonkeyPatch,
+                                                  request: pytest.FixtureRequest) -> None:
     from huggingface_hub import InferenceClient, constants
 
-    # The suite runs with HF_HUB_OFFLINE=1 (no hub here); this client only talks to 127.0.0.1.
+    from huggingface_hub.utils import reset_sessions
+
+    # The suite runs with HF_HUB_OFFLINE=1 (no hub here); this client only talks to 127.0.0.1. Sessions
+    # are cached with the offline adapter mounted, so they are reset on the way in and out.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    reset_sessions()
+    request.addfinalizer(reset_sessions)
 
     texts = ["Hello world", "Hola mundo"]
     got = InferenceClient(model=keyed[0] + "/embed", token=KEY).feature_extraction(texts)
