@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     rows["Ray, 2 actors x 1 thread (after cluster start)"] = args.sample / (end - started)
     ray.shutdown()
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ray.json").write_text(json.dumps({"sentences": args.sample, "sent_per_s": rows}, indent=2) + "\n")
+    from mstsb_onnx.export.provenance import code_revision
+
+    doc = {"sentences": args.sample, "sent_per_s": rows, "provenance": {"code": code_revision(), "model": str(model)}}
+    (RESULTS / "ray.json").write_text(json.dumps(doc, indent=2) + "\n")
     md = ["| path | sentences/s |", "|---|---|"] + [f"| {k} | {v:.1f} |" for k, v in rows.items()]
     (RESULTS / "ray.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))

@@ -101,9 +101,10 @@ class ChunkEmbedder:
 def embed_file_ray(model_dir: str, source: str, output: Path, fmt: str | None = None, field: str = "text",
                    on_error: str = "fail", address: str | None = None, workers: int = 2,
                    threads_per_worker: int = 1, batch_size: int = 32, normalize: bool = False,
-                   chunk_size: int = 4096, log: TextIO | None = None) -> EmbedStats:
-    """The CLI's ``--ray``: rows read and checked on the driver, embedded by ``workers`` actors
-    created once, at most two chunks queued per actor, written in input order by the same sinks."""
+                   chunk_size: int = 4096, rows_per_task: int = 512, log: TextIO | None = None) -> EmbedStats:
+    """The CLI's ``--ray``: rows read and checked on the driver ``chunk_size`` at a time, sent to
+    ``workers`` actors (created once) in tasks of ``rows_per_task`` rows, at most two tasks queued
+    per actor, and written in input order by the same sinks."""
     ray = _ray()
     log = log or sys.stderr
     if not ray.is_initialized():
@@ -129,8 +130,9 @@ def embed_file_ray(model_dir: str, source: str, output: Path, fmt: str | None = 
             stats.rows += len(kept)
 
     try:
-        for i, chunk in enumerate(rows):
-            pending.append(pool[i % workers].embed.remote(chunk))
+        tasks = (chunk[i : i + rows_per_task] for chunk in rows for i in range(0, len(chunk), rows_per_task))
+        for n, task in enumerate(tasks):
+            pending.append(pool[n % workers].embed.remote(task))
             if len(pending) >= 2 * workers:
                 write_oldest()
         while pending:
