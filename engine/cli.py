@@ -76,7 +76,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     export_model(args.source, args.output, quantize=args.quantize, revision=args.revision,
                  max_seq_length=args.max_seq_length, force=args.force, threads=args.threads,
-                 int8_recipe=args.int8_recipe, layout=args.layout)
+                 int8_recipe=args.int8_recipe, layout=args.layout, activations=args.activations)
     return 0
 
 
@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--layout", choices=["auto", "sequence-first", "batch-first"], default="auto",
                    help="activation layout traced into the graph: auto (default) is sequence-first for "
                         "BERT-family encoders (fewer transposes in attention), else batch-first")
+    e.add_argument("--activations", choices=["per-row", "per-tensor"], default="per-tensor",
+                   help="int8 activation scales: per-tensor (default: one per batch, so a text's vector moves "
+                        "slightly with its batch-mates) or per-row (one per token: the same vector in any batch)")
     e.set_defaults(func=cmd_export)
 
     c = sub.add_parser("check", help="compare an exported folder with the torch reference",

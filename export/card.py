@@ -25,14 +25,24 @@ def _parity_rows(parity: dict) -> list[str]:
     return rows
 
 
+def _invariance_lines(inv: dict | None) -> list[str]:
+    if not inv:
+        return []
+    return [f"Batch invariance: each probe alone vs in shuffled batches of {inv['batch_sizes'][1:]} -- worst "
+            f"cosine {inv['worst_cosine']:.7f}, max abs diff {inv['max_abs_diff']:.2e}, bit-identical "
+            f"{inv['bit_identical']}.", ""]
+
+
 def _quantization_lines(quant: dict) -> list[str]:
     if quant.get("mode") != "int8":
         return ["fp32: no quantization."]
     recipe, smoothing = quant.get("recipe") or {}, quant.get("smoothing") or {}
     lines = [f"int8, recipe `{recipe.get('name')}`: SmoothQuant alpha {recipe.get('alpha')}, "
              f"{'every down-projection kept fp32' if recipe.get('fp32_down') else 'down-projections int8 but for their outlier channels'}; "
-             f"weights per-channel int8, activations quantized at run time; embedding table "
-             f"{quant.get('embedding')}."]
+             f"weights per-channel int8, activations quantized at run time "
+             + ("with one scale per row (a text's vector does not depend on its batch-mates)"
+                if quant.get("activations") == "per-row" else "with one scale per batch")
+             + f"; embedding table {quant.get('embedding')}."]
     if smoothing.get("outlier_split_groups"):
         lines.append(f"fp32 outlier channels per down-projection: {smoothing['outlier_channels_fp32']} "
                      f"({smoothing['outlier_split_groups']} projections).")
@@ -68,7 +78,7 @@ def model_card(manifest: dict, folder: Path) -> str:
         "Measured at export on the built-in probes; tolerances: fp32 max abs diff <= "
         f"{parity.get('thresholds', {}).get('fp32_max_abs_diff')}, int8 min cosine >= "
         f"{parity.get('thresholds', {}).get('int8_min_cosine')} per text.", "",
-        *_parity_rows(parity), "",
+        *_parity_rows(parity), "", *_invariance_lines(parity.get("batch_invariance")),
         "## Use", "", "```python", "from mstsb_onnx import Embedder", "",
         f'emb = Embedder("{folder.name}")', 'vectors = emb.encode(["Hola, ¿cómo estás?", "Hello, how are you?"])',
         "emb.similarity(vectors, vectors)", "```", "",

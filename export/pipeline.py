@@ -64,6 +64,8 @@ RECIPES = (
     Recipe("fp32-down", 0.7, 0, True),
 )
 RECIPE_CHOICES = ("auto", *(r.name for r in RECIPES))
+ACTIVATIONS = ("per-row", "per-tensor")
+DEFAULT_ACTIVATIONS = "per-tensor"
 
 Log = Callable[[str], None]
 
@@ -163,7 +165,8 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
     }
 
 
-def _quantize(recipe: Recipe, work: Path, out: Path, calibration: Iterator[dict[str, np.ndarray]]) -> dict:
+def _quantize(recipe: Recipe, work: Path, out: Path, calibration: Iterator[dict[str, np.ndarray]],
+              activations: str) -> dict:
     """Smooth ``work/fp32.onnx`` and write the int8 model to ``out``; returns its manifest entry."""
     import onnx
 
@@ -173,7 +176,8 @@ def _quantize(recipe: Recipe, work: Path, out: Path, calibration: Iterator[dict[
     skip = dense + (down_projections(graph) if recipe.fp32_down else [])
     smooth = smooth_graph(work / "fp32.onnx", work / "smooth.onnx", calibration, alpha=recipe.alpha,
                           outliers=recipe.outliers, skip=skip)
-    config = replace(DEFAULT_QUANT, exclude=DEFAULT_QUANT.exclude + tuple(f"^{re.escape(n)}$" for n in skip))
+    config = replace(DEFAULT_QUANT, exclude=DEFAULT_QUANT.exclude + tuple(f"^{re.escape(n)}$" for n in skip),
+                     activations=activations)
     q = quantize_int8(work / "smooth.onnx", out, config)
     return {"mode": "int8", "recipe": asdict(recipe), **config.to_dict(), "smoothing": smooth, **q}
 
@@ -242,13 +246,16 @@ def export_model(
     threads: int | None = None,
     int8_recipe: str = "auto",
     layout: str = "auto",
+    activations: str = DEFAULT_ACTIVATIONS,
     log: Log = print,
 ) -> ExportResult:
     """Export ``source`` (hub id or folder) to ``output``; raises ``ParityError`` if parity fails.
 
     ``int8_recipe="auto"`` tries ``RECIPES`` in order and ships the first that passes parity
     (the manifest records which, and why earlier ones were rejected); a recipe's name tries only it.
-    ``layout`` is the activation layout traced into the graph (``graph.LAYOUTS``).
+    ``layout`` is the activation layout traced into the graph (``graph.LAYOUTS``). ``activations``
+    is how int8 activations are scaled: "per-row" (one scale per token, so a text's vector does
+    not depend on its batch-mates) or "per-tensor" (one per batch).
     """
     if quantize not in QUANTIZE_MODES:
         raise ExportError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -256,6 +263,8 @@ def export_model(
         raise ExportError(f"--int8-recipe must be one of {RECIPE_CHOICES}, got {int8_recipe!r}")
     if layout not in LAYOUTS:
         raise ExportError(f"--layout must be one of {LAYOUTS}, got {layout!r}")
+    if activations not in ACTIVATIONS:
+        raise ExportError(f"--activations must be one of {ACTIVATIONS}, got {activations!r}")
     require()
     from transformers.utils import logging as hf_logging
 
@@ -300,7 +309,8 @@ def export_model(
             rejected: list[dict] = []
             for recipe in RECIPES if int8_recipe == "auto" else [r for r in RECIPES if r.name == int8_recipe]:
                 log(f"int8, recipe {recipe.name}: smoothing activations and quantizing...")
-                quant = _quantize(recipe, work, tmp / MODEL_FILE, _calibration_feeds(tmp / TOKENIZER_FILE, src, pad_id))
+                quant = _quantize(recipe, work, tmp / MODEL_FILE, _calibration_feeds(tmp / TOKENIZER_FILE, src, pad_id),
+                                  activations)
                 quant["rejected_recipes"] = rejected
                 manifest = _manifest(src, tmp, info, quant, pad_id)
                 _write_manifest(tmp, manifest)
@@ -319,12 +329,15 @@ def export_model(
                 raise ParityError(f"the int8 model failed parity with every recipe tried ({tried}); "
                                   "export with --quantize none for an fp32 model")
         shutil.rmtree(work)  # the manifest's file list never included it: only regular files are listed
+        invariance = parity.batch_invariance(Embedder(tmp, threads=threads, verify="off"), src.default_prompt)
+        log(parity.invariance_line(invariance))
 
         manifest["parity"] = {
             "thresholds": {"fp32_max_abs_diff": parity.FP32_MAX_ABS_DIFF, "int8_min_cosine": parity.INT8_MIN_COSINE},
             "fp32_graph": [r.as_dict() for r in fp32_reports],
             "model": [r.as_dict() for r in reports],
             "tokenization": "identical to the transformers tokenizer on the probe set and edge cases",
+            "batch_invariance": invariance,
         }
         manifest["tokenizer"] = {"written_from": f"transformers {type(reference_tok).__name__}.backend_tokenizer"}
         _write_manifest(tmp, manifest)
@@ -351,5 +364,6 @@ def check_model(model_dir: str | os.PathLike[str], reference: str, texts: list[s
     )
     for r in reports:
         log(r.table())
+    log(parity.invariance_line(parity.batch_invariance(embedder, embedder.manifest.default_prompt)))
     parity.raise_on(failures, str(model_dir))
     return reports

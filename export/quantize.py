@@ -5,6 +5,8 @@ Two parts, because they want different treatment:
 * Linear layers (MatMul with constant weights): onnxruntime's dynamic quantization -- int8
   weights, activations quantized at run time (u8s8). Per-channel and reduce_range are options,
   chosen by measurement (docs/int8-recipe.md).
+* Activations: one scale per batch (onnxruntime's), or one per row (``rowquant``), which makes a
+  text's vector independent of its batch-mates.
 * The word-embedding table (250,002 x 768: 80% of XLM-R base's weights): onnxruntime's own
   Gather quantization uses one scale for the whole table, so rare tokens with small rows lose
   most of their precision. We store it as int8 with one scale per row (symmetric) and
@@ -21,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mstsb_onnx.export.layout import write_model
+from mstsb_onnx.export.rowquant import per_row_activations
 
 
 @dataclass(frozen=True)
@@ -31,12 +34,15 @@ class QuantConfig:
     op_types: tuple[str, ...] = ("MatMul",)
     # Regexes on node names of MatMuls to keep in fp32 (sensitive layers).
     exclude: tuple[str, ...] = ()
+    # "per-tensor": onnxruntime's dynamic scale per batch; "per-row": one per token (``rowquant``).
+    activations: str = "per-tensor"
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["op_types"] = list(self.op_types)
         d["exclude"] = list(self.exclude)
-        d["method"] = "onnxruntime.quantization.quantize_dynamic (weights int8 symmetric, activations uint8 at run time)"
+        d["method"] = ("onnxruntime.quantization.quantize_dynamic (weights int8 symmetric, activations uint8 at run time"
+                       + (", one symmetric scale per row)" if self.activations == "per-row" else ", one scale per batch)"))
         return d
 
 
@@ -117,6 +123,10 @@ def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig) -> dict:
     )
     model = onnx.load(str(tmp))
     tmp.unlink()
+    if config.activations == "per-row":
+        report["per_row"] = per_row_activations(model)
+    elif config.activations != "per-tensor":
+        raise ValueError(f"unknown activation quantization {config.activations!r}")
     if config.embedding == "int8-per-row":
         report["embedding_table"] = quantize_embedding_rows(model)
     elif config.embedding != "fp32":

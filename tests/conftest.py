@@ -129,7 +129,9 @@ def standin_exports(standin: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     from mstsb_onnx.export import export_model
 
     root = tmp_path_factory.mktemp("standin-exports")
-    return {q: export_model(str(standin), root / q, quantize=q, log=_quiet).path for q in ("none", "int8")}
+    out = {q: export_model(str(standin), root / q, quantize=q, log=_quiet).path for q in ("none", "int8")}
+    out["int8-rows"] = export_model(str(standin), root / "int8-rows", activations="per-row", log=_quiet).path
+    return out
 
 
 @pytest.fixture(scope="session")

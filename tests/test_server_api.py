@@ -127,6 +127,29 @@ def test_huggingface_hub_client_feature_extraction(keyed, reference: Embedder, m
         InferenceClient(model=keyed[0] + "/embed", token="wrong").feature_extraction(texts)
 
 
+def test_both_clients_without_authentication(tiny_int8: Path, reference: Embedder, monkeypatch: pytest.MonkeyPatch,
+                                            request: pytest.FixtureRequest) -> None:
+    """A server started without keys takes any key (or none) from both clients."""
+    from huggingface_hub import InferenceClient, constants
+    from huggingface_hub.utils import reset_sessions
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    reset_sessions()
+    request.addfinalizer(reset_sessions)
+    base, proc = start_server(tiny_int8)
+    try:
+        texts = ["Hello world", "Hola mundo"]
+        tei = InferenceClient(model=base + "/embed").feature_extraction(texts, normalize=False)
+        oai = openai.OpenAI(base_url=base + "/v1", api_key="anything", max_retries=0).embeddings.create(
+            model="m", input=texts)
+        want = reference.encode(texts)
+        assert _cos(tei, want).min() > 0.9999
+        assert _cos(np.asarray([d.embedding for d in oai.data]), want).min() > 0.9999
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
 def test_embed_route_equals_openai_route(keyed) -> None:
     auth = {"Authorization": f"Bearer {KEY}"}
     texts = ["Hello world", "你好，世界", "Grüß Gott"]

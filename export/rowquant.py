@@ -1,0 +1,97 @@
+"""Per-row (per-token) int8 activation scales: vectors that do not depend on their batch-mates.
+
+onnxruntime's dynamic quantization (``DynamicQuantizeLinear``) picks one activation scale per
+tensor, i.e. per batch, so a text's int8 vector moves with the texts it is batched with. This pass
+rewrites the graph ``quantize_dynamic`` wrote so that every row (token) of every quantized
+activation gets its own symmetric scale, computed from that row alone:
+
+    scale = max(|x|) / 127 over the row       q = clip(round(x / scale) + 128, 0, 255)   (uint8)
+    y = MatMulIntegerToFloat(q, W, 1, w_scale, 128, w_zero_point) * scale
+
+A row's result then depends only on the row, so batching and padding cannot change it. The zero
+point is one scalar (128), as onnxruntime's CPU MatMulInteger requires, which keeps the fast u8s8
+kernel. The product with the row scale is written explicitly after ``MatMulIntegerToFloat``:
+onnxruntime 1.32's ``MatMulIntegerToFloatFusion`` fuses ``Mul(Cast(MatMulInteger), row x column
+scale)`` as if the activation scale were a scalar, which silently wrecks the result (probe cosine
+0.77 on the stand-in; docs/int8-recipe.md). It does not touch fp32 MatMuls or the embedding table.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+ZERO_POINT = "rowquant_zero_point_128"
+_CONSTANTS = {"rowquant_eps": 1e-8, "rowquant_127": 127.0, "rowquant_128": 128.0, "rowquant_0": 0.0,
+              "rowquant_255": 255.0, "rowquant_one": 1.0}
+
+
+def _row_quantize_nodes(x: str, q: str, scale: str, prefix: str) -> list:
+    """x [..., K] float -> q uint8 and scale [..., 1] float (symmetric, per row)."""
+    from onnx import TensorProto, helper
+
+    t = {k: prefix + k for k in ("hi", "lo", "nlo", "amax", "div", "rnd", "shift", "clip")}
+    return [
+        helper.make_node("ReduceMax", [x], [t["hi"]], axes=[-1], keepdims=1, name=t["hi"]),
+        helper.make_node("ReduceMin", [x], [t["lo"]], axes=[-1], keepdims=1, name=t["lo"]),
+        helper.make_node("Neg", [t["lo"]], [t["nlo"]], name=t["nlo"]),
+        helper.make_node("Max", [t["hi"], t["nlo"], "rowquant_eps"], [t["amax"]], name=t["amax"]),
+        helper.make_node("Div", [t["amax"], "rowquant_127"], [scale], name=prefix + "scale"),
+        helper.make_node("Div", [x, scale], [t["div"]], name=t["div"]),
+        helper.make_node("Round", [t["div"]], [t["rnd"]], name=t["rnd"]),
+        helper.make_node("Add", [t["rnd"], "rowquant_128"], [t["shift"]], name=t["shift"]),
+        helper.make_node("Clip", [t["shift"], "rowquant_0", "rowquant_255"], [t["clip"]], name=t["clip"]),
+        helper.make_node("Cast", [t["clip"]], [q], to=TensorProto.UINT8, name=prefix + "cast"),
+    ]
+
+
+def _consumers(graph) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            out.setdefault(name, []).append(node)
+    return out
+
+
+def _matmul_nodes(mmi, cons: dict, producer: dict, row_scales: set[str]) -> tuple[list, set[str]]:
+    """``MatMulInteger -> Cast -> Mul(row scale x column scale)`` as ``MatMulIntegerToFloat -> Mul``."""
+    from onnx import helper
+
+    (cast,) = cons[mmi.output[0]]
+    (mul,) = cons[cast.output[0]]
+    scales = producer[mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]]
+    row, col = (scales.input[0], scales.input[1]) if scales.input[0] in row_scales else (scales.input[1], scales.input[0])
+    b_zero = mmi.input[3] if len(mmi.input) > 3 else ""
+    unscaled = mul.output[0] + "_rowquant_unscaled"
+    nodes = [helper.make_node("MatMulIntegerToFloat", [mmi.input[0], mmi.input[1], "rowquant_one", col, ZERO_POINT, b_zero],
+                              [unscaled], domain="com.microsoft", name=mmi.name + "_rowquant"),
+             helper.make_node("Mul", [unscaled, row], [mul.output[0]], name=mmi.name + "_rowscale")]
+    dropped = {cast.name, mul.name}
+    if len(cons[scales.output[0]]) == 1:
+        dropped.add(scales.name)
+    return nodes, dropped
+
+
+def per_row_activations(model) -> dict[str, int]:
+    """Rewrite, in place, every ``DynamicQuantizeLinear`` and the ``MatMulInteger`` chains it feeds."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    cons, producer = _consumers(graph), {o: n for n in graph.node for o in n.output}
+    quantizers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
+    row_scales = {n.output[1] for n in quantizers}
+    replace: dict[str, list] = {}
+    dropped: set[str] = set()
+    for node in quantizers:
+        replace[node.name] = _row_quantize_nodes(node.input[0], node.output[0], node.output[1], node.name + "_rowquant_")
+    matmuls = [n for n in graph.node if n.op_type == "MatMulInteger" and n.input[0] in {q.output[0] for q in quantizers}]
+    for mmi in matmuls:
+        replace[mmi.name], gone = _matmul_nodes(mmi, cons, producer, row_scales)
+        dropped |= gone
+    graph.initializer.extend([numpy_helper.from_array(np.array(128, np.uint8), ZERO_POINT)]
+                             + [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in _CONSTANTS.items()])
+    nodes = [m for n in graph.node if n.name not in dropped for m in replace.get(n.name, [n])]
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return {"row_quantizers": len(quantizers), "matmuls": len(matmuls)}
