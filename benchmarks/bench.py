@@ -292,12 +292,13 @@ def _fmt(seconds: float | None) -> str:
 def provenance(paths: dict[str, Path]) -> dict:
     """The code that ran the bench and the exports it timed (commit, recipe), from their manifests."""
     from mstsb_onnx.export.provenance import code_revision
+    from mstsb_onnx.manifest import read_manifest
 
     exports = {}
     for name in ("int8", "fp32"):
-        doc = json.loads((paths[name] / "manifest.json").read_text())
-        exports[name] = {"recipe": (doc["quantization"].get("recipe") or {}).get("name"),
-                         "quantization": doc["quantization"]["mode"], "exporter": doc.get("exporter")}
+        m = read_manifest(paths[name])
+        exports[name] = {"recipe": m.recipe_name, "quantization": m.quantization_mode,
+                         "exporter": m.raw.get("exporter")}
     return {"code": code_revision(), "exports": exports}
 
 

@@ -24,7 +24,7 @@ from mstsb_onnx.batching import plan_batches
 from mstsb_onnx.errors import InputError, ModelFolderError, MstsbError
 from mstsb_onnx.inputs import as_text, as_text_list, is_count
 from mstsb_onnx.manifest import Manifest, Verify, read_manifest, verify_files
-from mstsb_onnx.precision import PRECISIONS, quantize
+from mstsb_onnx.precision import check_precision, quantize
 from mstsb_onnx.progress import batch_bar
 from mstsb_onnx.session import make_session
 from mstsb_onnx.similarity import cosine_similarity, unit_rows
@@ -151,15 +151,15 @@ class Embedder:
     def tokenize_flagged(self, texts: object, prompt: str | None = None,
                          prompt_name: str | None = None) -> tuple[list[list[int]], list[bool]]:
         """``tokenize``, and for each text whether it was longer than max_seq_length (and cut)."""
-        items, _ = as_text_list(texts)
-        prefix = self._prefix(prompt, prompt_name)
-        items = [prefix + t for t in items] if prefix else items
+        items = self._prefixed(as_text_list(texts)[0], prompt, prompt_name)
         return self.tokenizer.encode_flagged(items) if items else ([], [])
 
-    def _tokenize(self, items: list[str], prompt: str | None, prompt_name: str | None) -> list[list[int]]:
+    def _prefixed(self, items: list[str], prompt: str | None, prompt_name: str | None) -> list[str]:
         prefix = self._prefix(prompt, prompt_name)
-        if prefix:
-            items = [prefix + t for t in items]
+        return [prefix + t for t in items] if prefix else items
+
+    def _tokenize(self, items: list[str], prompt: str | None, prompt_name: str | None) -> list[list[int]]:
+        items = self._prefixed(items, prompt, prompt_name)
         return self.tokenizer.encode(items) if items else []
 
     def _feeds(self, seqs: list[list[int]]) -> dict[str, np.ndarray]:
@@ -213,8 +213,7 @@ class Embedder:
         from this call's embeddings). ``convert_to_numpy=False`` gives a list of 1-D arrays.
         ``show_progress_bar`` shows one over the texts (off unless asked for).
         """
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        check_precision(precision)  # before the work, not after it
         items, single = as_text_list(texts)
         seqs = self._tokenize(items, prompt, prompt_name)
         with batch_bar(len(seqs), bool(show_progress_bar)) as update:

@@ -59,6 +59,11 @@ class Manifest:
         return str(self.raw.get("quantization", {}).get("mode", "?"))
 
     @property
+    def recipe_name(self) -> str | None:
+        """The int8 recipe shipped (``quantization.recipe.name``); None for fp32 or older manifests."""
+        return (self.raw.get("quantization", {}).get("recipe") or {}).get("name")
+
+    @property
     def default_prompt(self) -> str:
         if self.default_prompt_name is None:
             return ""

@@ -1,8 +1,9 @@
 """A one-line progress bar on stderr, and chunked encoding that drives it.
 
 Dependency-free on purpose (the runtime stays slim); ``batch_bar`` uses tqdm when it is installed
-(as sentence-transformers' ``show_progress_bar`` does) and this bar otherwise. On a terminal it redraws one line with
-count, percent and rate; elsewhere (CI logs, pipes) it prints only the final line.
+(as sentence-transformers' ``show_progress_bar`` does) and this bar otherwise. On a terminal it
+redraws one line with count, percent and rate; elsewhere (CI logs, pipes) it prints only the
+final line.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mstsb_onnx.export.parity import invariance_line
+
 CARD_NAME = "README.md"
 
 
@@ -28,9 +30,8 @@ def _parity_rows(parity: dict) -> list[str]:
 def _invariance_lines(inv: dict | None) -> list[str]:
     if not inv:
         return []
-    return [f"Batch invariance: each probe alone vs in shuffled batches of {inv['batch_sizes'][1:]} -- worst "
-            f"cosine {inv['worst_cosine']:.7f}, max abs diff {inv['max_abs_diff']:.2e}, bit-identical "
-            f"{inv['bit_identical']}.", ""]
+    line = invariance_line(inv)
+    return [line[0].upper() + line[1:] + ".", ""]
 
 
 def _quantization_lines(quant: dict) -> list[str]:

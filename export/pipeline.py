@@ -297,8 +297,9 @@ def export_model(
         manifest = _manifest(src, tmp, info, {"mode": "none"}, pad_id)
         _write_manifest(tmp, manifest)
         # verify="off": the files were hashed a line above; a stamp for this temp folder would be litter.
+        shipped = Embedder(tmp, threads=threads, verify="off")
         fp32_reports, failures = parity.check_against(
-            Embedder(tmp, threads=threads, verify="off"), references, reference.tokenize, src.default_prompt, quantized=False
+            shipped, references, reference.tokenize, src.default_prompt, quantized=False
         )
         for r in fp32_reports:
             log("fp32 " + r.table())
@@ -314,9 +315,9 @@ def export_model(
                 quant["rejected_recipes"] = rejected
                 manifest = _manifest(src, tmp, info, quant, pad_id)
                 _write_manifest(tmp, manifest)
+                shipped = Embedder(tmp, threads=threads, verify="off")
                 reports, failures = parity.check_against(
-                    Embedder(tmp, threads=threads, verify="off"), references, reference.tokenize, src.default_prompt,
-                    quantized=True,
+                    shipped, references, reference.tokenize, src.default_prompt, quantized=True
                 )
                 for r in reports:
                     log("int8 " + r.table())
@@ -329,7 +330,7 @@ def export_model(
                 raise ParityError(f"the int8 model failed parity with every recipe tried ({tried}); "
                                   "export with --quantize none for an fp32 model")
         shutil.rmtree(work)  # the manifest's file list never included it: only regular files are listed
-        invariance = parity.batch_invariance(Embedder(tmp, threads=threads, verify="off"), src.default_prompt)
+        invariance = parity.batch_invariance(shipped, src.default_prompt)  # the model that ships
         log(parity.invariance_line(invariance))
 
         manifest["parity"] = {

@@ -1,7 +1,8 @@
 """``mstsb-onnx embed``: stream a corpus through an Embedder into a .npy or Parquet file.
 
 Reads rows (``readers``), checks that the model can embed them, streams them through
-``Embedder.embed`` with a progress bar (sentences/s) and appends to an atomic sink (``sinks``). Bad rows are reported on stderr with their line number; with
+``Embedder.embed`` with a progress bar (sentences/s) and appends to an atomic sink (``sinks``).
+Bad rows are reported on stderr with their line number; with
 ``on_error="skip"`` they are left out (and counted), with ``"fail"`` the run stops and no
 output is written. Memory stays flat for any input size.
 """
@@ -39,9 +40,13 @@ def chunks(rows: Iterable[Row | BadRow], size: int, on_error: str, stats: EmbedS
 
     ``on_error`` is checked here, at the call, so every caller (with or without Ray) gets it.
     """
+    check_on_error(on_error)
+    return _chunks(rows, size, on_error, stats, log)
+
+
+def check_on_error(on_error: str) -> None:
     if on_error not in ON_ERROR:
         raise InputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
-    return _chunks(rows, size, on_error, stats, log)
 
 
 def _chunks(rows: Iterable[Row | BadRow], size: int, on_error: str, stats: EmbedStats,

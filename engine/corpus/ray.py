@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from mstsb_onnx.corpus.bulk import ON_ERROR, EmbedStats, chunks, report_refused, split_embeddable
+from mstsb_onnx.corpus.bulk import EmbedStats, check_on_error, chunks, report_refused, split_embeddable
 from mstsb_onnx.corpus.readers import BadRow, Row, check_text, read_rows
 from mstsb_onnx.corpus.sinks import open_sink
 from mstsb_onnx.errors import InputError, MissingExtraError
@@ -74,8 +74,7 @@ def embed_dataset(ds: Any, model_dir: str | os.PathLike[str], column: str = "tex
                   output_column: str = "embedding", normalize: bool = False, on_error: str = "fail") -> Any:
     """Add ``output_column`` (float32 [dim] per row) to ``ds`` using ``workers`` actors."""
     _ray()
-    if on_error not in ON_ERROR:
-        raise InputError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+    check_on_error(on_error)
     return ds.map_batches(
         EmbedBatch,
         fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), column=column,

@@ -71,6 +71,6 @@ def run_eval_sts(
 
 
 def _model_info(folder: str | os.PathLike[str], embedder: Embedder) -> dict:
-    quant = embedder.manifest.raw.get("quantization", {})
-    return {"path": str(folder), "quantization": quant.get("mode"),
-            "recipe": (quant.get("recipe") or {}).get("name"), "exporter": embedder.manifest.raw.get("exporter")}
+    m = embedder.manifest
+    return {"path": str(folder), "quantization": m.raw.get("quantization", {}).get("mode"),
+            "recipe": m.recipe_name, "exporter": m.raw.get("exporter")}

@@ -127,10 +127,12 @@ class Service:
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
 
+    def not_ready(self) -> ApiError:
+        return ApiError(503, self.error or "model is loading; retry shortly", "not_ready", headers={"Retry-After": "1"})
+
     async def body(self, request: Any) -> bytearray:
         if self.batcher is None:
-            raise ApiError(503, self.error or "model is loading; retry shortly", "not_ready",
-                           headers={"Retry-After": "1"})
+            raise self.not_ready()
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
         if declared is not None and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
@@ -211,7 +213,7 @@ class Service:
         from mstsb_onnx import __version__
 
         if self.embedder is None:
-            raise ApiError(503, self.error or "model is loading; retry shortly", "not_ready", headers={"Retry-After": "1"})
+            raise self.not_ready()
         m = self.embedder.manifest
         return JSONResponse({
             "model_id": self.config.model_name, "model_sha": (m.raw.get("source") or {}).get("revision"),
