@@ -1,6 +1,7 @@
 """The ``mstsb-onnx`` command line: a thin layer over the library.
 
     mstsb-onnx export SOURCE -o DIR [--quantize int8|none]
+    mstsb-onnx trim DIR -o OUT --languages es,en [--corpus FILE]
     mstsb-onnx check DIR --reference SOURCE [--texts FILE|-]
     mstsb-onnx eval-sts DIR [DIR...] --data CSV [--reference SOURCE]
     mstsb-onnx embed DIR INPUT -o OUTPUT [--ray [ADDRESS]]
@@ -76,7 +77,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     export_model(args.source, args.output, quantize=args.quantize, revision=args.revision,
                  max_seq_length=args.max_seq_length, force=args.force, threads=args.threads,
-                 int8_recipe=args.int8_recipe, layout=args.layout, activations=args.activations)
+                 int8_recipe=args.int8_recipe, layout=args.layout, activations=args.activations,
+                 languages=args.languages, corpus=args.corpus)
+    return 0
+
+
+def cmd_trim(args: argparse.Namespace) -> int:
+    from mstsb_onnx.export.trim import trim_folder
+
+    trim_folder(args.model_dir, args.output, languages=args.languages or (), corpus=args.corpus,
+                words=args.words, force=args.force, threads=args.threads)
     return 0
 
 
@@ -96,8 +106,10 @@ def cmd_info(args: argparse.Namespace) -> int:
     m = read_manifest(folder)
     verify_files(folder, m)
     raw = m.raw
-    shown = {k: raw.get(k) for k in ("source", "dim", "max_seq_length", "pooling", "normalize", "lowercase",
-                                     "prompts", "default_prompt_name", "quantization", "versions")}
+    shown = {k: raw.get(k) for k in ("source", "dim", "vocab_size", "max_seq_length", "pooling", "normalize",
+                                     "lowercase", "prompts", "default_prompt_name", "quantization", "versions")}
+    if "trim" in raw:
+        shown["trim"] = raw["trim"]
     shown["lowercase"] = bool(raw.get("lowercase", False))  # manifests older than the field lower-case nothing
     print(json.dumps(shown, indent=2, ensure_ascii=False))
     return 0
@@ -171,6 +183,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 _MODEL_DIR = "folder written by `mstsb-onnx export`"
 _THREADS = ("threads for onnxruntime, and for torch when a reference runs (default: the cores this process may "
             "use for onnxruntime, torch's own default for torch)")
+_LANGUAGES = ("comma-separated codes, e.g. es,en; card = the model card's 16 (ar cs de en es fr hi it ja nl pl pt "
+              "ru tr zh-CN zh-TW); an unknown code lists the supported ones")
 _BATCH = "texts per batch at most (default 32; onnxruntime batches are also capped at 1,024 padded tokens)"
 
 
@@ -204,7 +218,24 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--activations", choices=["per-row", "per-tensor"], default="per-tensor",
                    help="int8 activation scales: per-tensor (default: one per batch, so a text's vector moves "
                         "slightly with its batch-mates) or per-row (one per token: the same vector in any batch)")
+    e.add_argument("--languages", metavar="CODES", help="trim the vocabulary to these languages after export "
+                                                        "(as `mstsb-onnx trim`): " + _LANGUAGES)
+    e.add_argument("--corpus", metavar="FILE", help="trim: also keep the pieces this UTF-8 text file uses")
     e.set_defaults(func=cmd_export)
+
+    t = sub.add_parser("trim", help="keep only the vocabulary some languages (or a corpus) need: a smaller folder",
+                       description="Write a copy of an exported folder whose vocabulary holds only the pieces the "
+                                   "given languages (wordfreq word lists) and/or a corpus use. Texts tokenized with "
+                                   "kept pieces only embed bit for bit as before (checked). Needs the 'trim' extra.")
+    t.add_argument("model_dir", help=_MODEL_DIR)
+    t.add_argument("-o", "--output", required=True, help="folder to write (must not exist, unless --force)")
+    t.add_argument("--languages", metavar="CODES", help=_LANGUAGES)
+    t.add_argument("--corpus", metavar="FILE", help="UTF-8 text, one text per line (- for stdin): keep its pieces too")
+    t.add_argument("--words", type=_positive_int, default=100_000,
+                   help="most frequent words tokenized per language (default 100000)")
+    t.add_argument("--force", action="store_true", help="replace an earlier export or trim at OUTPUT")
+    t.add_argument("--threads", type=_positive_int, help="threads for the parity check (default: available cores)")
+    t.set_defaults(func=cmd_trim)
 
     c = sub.add_parser("check", help="compare an exported folder with the torch reference",
                        description="Re-run the export-time parity checks (tokens, then vectors per language) "

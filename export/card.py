@@ -52,6 +52,24 @@ def _quantization_lines(quant: dict) -> list[str]:
     return lines
 
 
+def _trim_lines(trim: dict | None) -> list[str]:
+    if not trim:
+        return []
+    what = ", ".join(trim["languages"]) if trim.get("languages") else ""
+    if trim.get("corpus"):
+        what += (" and " if what else "") + f"a {trim['corpus']['lines']:,}-line corpus"
+    parity = trim.get("parity") or {}
+    lines = ["## Vocabulary trim", "",
+             f"Trimmed for {what}: {trim['pieces_kept']:,} of {trim['source']['vocab_size']:,} pieces kept "
+             f"(from `{trim['source']['path']}`). Texts whose pieces were all kept embed bit for bit as before "
+             f"({parity.get('covered', 0)} checked, max abs diff {parity.get('covered_max_abs_diff', 0):.1e}); "
+             "others are segmented into kept pieces.", "",
+             "| texts | tokenized as before | tokens kept |", "|---|---|---|"]
+    for name, c in trim.get("coverage", {}).items():
+        lines.append(f"| {name} ({c['texts']}) | {c['sentences']:.1%} | {c['tokens']:.2%} |")
+    return lines + [""]
+
+
 def model_card(manifest: dict, folder: Path) -> str:
     """Markdown for ``folder/README.md``."""
     src, parity = manifest["source"], manifest.get("parity", {})
@@ -80,6 +98,7 @@ def model_card(manifest: dict, folder: Path) -> str:
         f"{parity.get('thresholds', {}).get('fp32_max_abs_diff')}, int8 min cosine >= "
         f"{parity.get('thresholds', {}).get('int8_min_cosine')} per text.", "",
         *_parity_rows(parity), "", *_invariance_lines(parity.get("batch_invariance")),
+        *_trim_lines(manifest.get("trim")),
         "## Use", "", "```python", "from mstsb_onnx import Embedder", "",
         f'emb = Embedder("{folder.name}")', 'vectors = emb.encode(["Hola, ¿cómo estás?", "Hello, how are you?"])',
         "emb.similarity(vectors, vectors)", "```", "",

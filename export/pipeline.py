@@ -16,8 +16,7 @@ import json
 import os
 import re
 import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from mstsb_onnx.embedder import MODEL_FILE, TOKENIZER_FILE, Embedder
 from mstsb_onnx.errors import ExportError, ParityError
 from mstsb_onnx.export import parity
 from mstsb_onnx.export.deps import require
+from mstsb_onnx.export.folder import check_replaceable, move_into_place, work_folder
 from mstsb_onnx.export.graph import DENSE_NODES, INPUT_NAMES, LAYOUTS, OPSET, OUTPUT_NAME, export_fp32
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.probes import probe_set
@@ -201,40 +201,6 @@ def _write_manifest(folder: Path, manifest: dict) -> None:
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def _check_replaceable(output: Path, force: bool) -> None:
-    """``--force`` replaces an earlier export or an empty folder, never anything else.
-
-    The output is removed on replace, so a typo (the source folder, a home directory, a file)
-    must not be: only what this tool wrote, known by its manifest's format, is fair game.
-    """
-    if not output.exists() and not output.is_symlink():
-        return
-    if not force:
-        raise ExportError(f"{output} already exists; pass --force to replace it")
-    if output.is_dir() and not output.is_symlink():
-        if not any(output.iterdir()):
-            return
-        try:
-            if json.loads((output / MANIFEST_NAME).read_text(encoding="utf-8")).get("format") == FORMAT:
-                return
-        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
-            pass  # no readable manifest of ours: not an export, refused below
-    raise ExportError(f"{output} exists and is not a folder written by mstsb-onnx export (no {MANIFEST_NAME} "
-                      f"of format {FORMAT!r}); --force replaces only earlier exports and empty folders -- "
-                      "pick another output or remove it yourself")
-
-
-def _move_into_place(tmp: Path, output: Path, force: bool) -> None:
-    if output.exists():
-        _check_replaceable(output, force)
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, old)
-        os.replace(tmp, output)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, output)
-
-
 def export_model(
     source: str,
     output: str | os.PathLike[str],
@@ -247,6 +213,8 @@ def export_model(
     int8_recipe: str = "auto",
     layout: str = "auto",
     activations: str = DEFAULT_ACTIVATIONS,
+    languages: str | Sequence[str] | None = None,
+    corpus: str | os.PathLike[str] | None = None,
     log: Log = print,
 ) -> ExportResult:
     """Export ``source`` (hub id or folder) to ``output``; raises ``ParityError`` if parity fails.
@@ -255,7 +223,8 @@ def export_model(
     (the manifest records which, and why earlier ones were rejected); a recipe's name tries only it.
     ``layout`` is the activation layout traced into the graph (``graph.LAYOUTS``). ``activations``
     is how int8 activations are scaled: "per-row" (one scale per token, so a text's vector does
-    not depend on its batch-mates) or "per-tensor" (one per batch).
+    not depend on its batch-mates) or "per-tensor" (one per batch). ``languages`` / ``corpus``
+    trim the vocabulary afterwards (``trim.trim_folder``): only the trimmed folder is written.
     """
     if quantize not in QUANTIZE_MODES:
         raise ExportError(f"--quantize must be one of {QUANTIZE_MODES}, got {quantize!r}")
@@ -265,20 +234,23 @@ def export_model(
         raise ExportError(f"--layout must be one of {LAYOUTS}, got {layout!r}")
     if activations not in ACTIVATIONS:
         raise ExportError(f"--activations must be one of {ACTIVATIONS}, got {activations!r}")
+    if languages or corpus is not None:
+        return _export_trimmed(source, Path(output).expanduser().resolve(), force, languages, corpus, log,
+                               quantize=quantize, revision=revision, max_seq_length=max_seq_length, threads=threads,
+                               int8_recipe=int8_recipe, layout=layout, activations=activations)
     require()
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     output = Path(output).expanduser().resolve()
-    _check_replaceable(output, force)
+    check_replaceable(output, force)
     src = resolve_source(source, revision=revision, max_seq_length=max_seq_length)
     if src.revision_note:
         log(f"revision: {src.revision_note}")
     log(f"source: {src.model_id} ({'sentence-transformers' if src.sentence_transformers else 'transformers'} "
         f"folder; pooling={src.pooling}, max_seq_length={src.max_seq_length}, normalize={src.normalize}, "
         f"default prompt={src.default_prompt!r})")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+    tmp = work_folder(output)
     try:
         work = tmp / "work"
         work.mkdir()
@@ -343,13 +315,33 @@ def export_model(
         manifest["tokenizer"] = {"written_from": f"transformers {type(reference_tok).__name__}.backend_tokenizer"}
         _write_manifest(tmp, manifest)
         (tmp / CARD_NAME).write_text(model_card(manifest, output), encoding="utf-8")
-        _move_into_place(tmp, output, force)
+        move_into_place(tmp, output, force)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     size = sum(p.stat().st_size for p in output.iterdir() if p.name.startswith(MODEL_FILE))
     log(f"wrote {output} ({size / 1e6:.1f} MB model, quantization={quantize})")
     return ExportResult(output, manifest)
+
+
+def _export_trimmed(source: str, output: Path, force: bool, languages: str | Sequence[str] | None,
+                    corpus: str | os.PathLike[str] | None, log: Log, **options: object) -> ExportResult:
+    """Export the whole model into a hidden sibling, trim it into ``output``, remove the sibling."""
+    from mstsb_onnx.export.pieces import parse_languages
+    from mstsb_onnx.export.trim import trim_folder
+
+    if languages:
+        parse_languages(languages)  # an unknown code fails before minutes of export, not after
+    check_replaceable(output, force)
+    full = work_folder(output)
+    try:
+        export_model(source, full, force=True, log=log, **options)  # type: ignore[arg-type]
+        result = trim_folder(full, output, languages=languages or (), corpus=corpus, force=force,
+                             threads=options.get("threads"), source_label=f"{source} (exported in the same run)",
+                             log=log)  # type: ignore[arg-type]
+    finally:
+        shutil.rmtree(full, ignore_errors=True)
+    return ExportResult(result.path, result.manifest)
 
 
 def check_model(model_dir: str | os.PathLike[str], reference: str, texts: list[str] | None = None,

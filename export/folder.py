@@ -1,0 +1,57 @@
+"""Write a model folder atomically, and replace only folders this tool wrote.
+
+Work happens in a hidden sibling folder that is renamed into place at the very end, so an
+interrupted export or trim never leaves a half folder that could load. ``--force`` removes the
+old output, so only a folder with our manifest (or an empty one) may be replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from mstsb_onnx.errors import ExportError
+from mstsb_onnx.manifest import FORMAT, MANIFEST_NAME
+
+
+def work_folder(output: Path) -> Path:
+    """A fresh hidden sibling of ``output`` to build the folder in."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
+
+
+def check_replaceable(output: Path, force: bool) -> None:
+    """``--force`` replaces an earlier export or an empty folder, never anything else.
+
+    The output is removed on replace, so a typo (the source folder, a home directory, a file)
+    must not be: only what this tool wrote, known by its manifest's format, is fair game.
+    """
+    if not output.exists() and not output.is_symlink():
+        return
+    if not force:
+        raise ExportError(f"{output} already exists; pass --force to replace it")
+    if output.is_dir() and not output.is_symlink():
+        if not any(output.iterdir()):
+            return
+        try:
+            if json.loads((output / MANIFEST_NAME).read_text(encoding="utf-8")).get("format") == FORMAT:
+                return
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            pass  # no readable manifest of ours: not an export, refused below
+    raise ExportError(f"{output} exists and is not a folder written by mstsb-onnx export (no {MANIFEST_NAME} "
+                      f"of format {FORMAT!r}); --force replaces only earlier exports and empty folders -- "
+                      "pick another output or remove it yourself")
+
+
+def move_into_place(tmp: Path, output: Path, force: bool) -> None:
+    if output.exists():
+        check_replaceable(output, force)
+        old = output.with_name(f".{output.name}.old-{os.getpid()}")
+        os.replace(output, old)
+        os.replace(tmp, output)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, output)
