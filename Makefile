@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL ?=
 DATA ?= ../shared/data/mstsb
+PEERS_VENV ?= models/.peers-venv
 
 .PHONY: venv test test-fast demo serve standin eval bench load clean
 
@@ -38,6 +39,10 @@ eval: venv
 bench: venv
 	$(BIN)/python -m benchmarks.bench --data $(DATA)/sentences-unscored.csv
 	$(BIN)/python -m benchmarks.bench_ray --data $(DATA)/sentences-unscored.csv
+	$(BIN)/python -m benchmarks.trim --data $(DATA)
+	# The peers (OpenVINO, CTranslate2) run in their own venv, never the runtime's.
+	test -x $(PEERS_VENV)/bin/python || $(BIN)/python -c "from benchmarks.peers import setup_venv; from pathlib import Path; setup_venv(Path('$(PEERS_VENV)'))"
+	$(PEERS_VENV)/bin/python -m benchmarks.peers --data $(DATA)/sentences-unscored.csv
 	# RESULTS.md again, now with the Ray table just measured (bench.py wrote it before bench_ray ran).
 	$(BIN)/python -m benchmarks.bench --data $(DATA)/sentences-unscored.csv --parts report
 

@@ -358,11 +358,16 @@ def markdown(r: dict) -> str:
         lines.append(f"| {n} | {rss:.0f} | {rss / r['peak_rss_mib'][BASELINE]:.0%} | "
                      f"{'' if size is None else f'{size:.0f}'} | {_fmt(cold.get('median'))} | {_fmt(cold.get('to_exit_median'))} |")
     lines += ["", "![latency](results/latency_vs_tokens.png)", "", "![throughput](results/throughput_vs_batch.png)", ""]
-    for name, title in (("ray.md", "One process vs Ray Data, 2 actors (`benchmarks/bench_ray.py`)"),
+    for name, title in (("peers.md", "Against OpenVINO and CTranslate2 (`benchmarks/peers.py`)"),
+                        ("trim.md", "Vocabulary trims: size, cold start, memory, speed (`benchmarks/trim.py`)"),
+                        ("trim-sts.md", "Vocabulary trims: 31 STS tasks (`benchmarks/trim.py`)"),
+                        ("ray.md", "One process vs Ray Data, 2 actors (`benchmarks/bench_ray.py`)"),
                         ("load.md", "Server load and soak (`benchmarks/load.py`, 5,000 requests, 32 clients, "
                                     "1-4 sentences each; client and server share the 2 cores)")):
         if (RESULTS / name).is_file():
             lines += [f"## {title}", "", (RESULTS / name).read_text(encoding="utf-8").strip(), ""]
+            if name == "trim.md" and (RESULTS / "trim_size_cold.png").is_file():
+                lines += ["![trims](results/trim_size_cold.png)", ""]
     return "\n".join(lines)
 
 

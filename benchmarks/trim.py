@@ -11,7 +11,8 @@ Two trims, "es,en" and "card" (the model card's 16 languages), with the default 
 * ``sts``: the 31 STS dev tasks on the stand-in, untrimmed vs trimmed (fp32 and per-row int8:
   batch-invariant, so a changed neighbour cannot move another text's vector).
 * ``speed``: the XLM-R-base-shaped int8 export untrimmed vs trimmed in one run: folder size, new
-  process to first vector (imports included), peak RSS embedding 32 x 128 tokens, sentences/s at
+  process to first vector (imports included; in a venv holding only the slim install, and in the
+  dev venv), peak RSS embedding 32 x 128 tokens, sentences/s at
   batch 32 and batch 1 -- interleaved, medians.
 
 Writes ``benchmarks/results/trim*.{json,md}`` and ``trim_size_cold.png``.
@@ -107,15 +108,40 @@ def sts_part(folders: dict[str, Path], data: Path) -> dict:
 
 
 COLD_CODE = "from mstsb_onnx import Embedder; Embedder({p!r}, threads={t}).encode(['hola mundo']); import time; print(time.time())"
-RSS_CODE = ("import json; from mstsb_onnx import Embedder; from benchmarks.bench import proc_status_mib; "
+RSS_CODE = ("import json; from mstsb_onnx import Embedder; "
             "e = Embedder({p!r}, threads={t}); texts = json.load(open({f!r}, encoding='utf-8')); "
-            "[e.encode(texts, batch_size=32) for _ in range(3)]; print(proc_status_mib('VmHWM'))")
+            "[e.encode(texts, batch_size=32) for _ in range(3)]; "
+            "print([int(l.split()[1]) / 1024 for l in open('/proc/self/status') if l.startswith('VmHWM:')][0])")
 # Spanish and English words: every variant tokenizes them into the same pieces (same shapes timed).
 WORDS = ("the of and a to in is was for on that with by as at from his her it an were are which this "
          "el la de que y en los se del las un por con una para es al lo como su").split()
 
 
-def cold_and_rss(folders: dict[str, Path], threads: int, rounds: int) -> dict:
+def slim_python(models_dir: Path) -> Path:
+    """A venv holding only the wheel and its declared dependencies (as ``pip install mstsb-onnx``),
+    at this venv's onnxruntime/tokenizers/numpy versions: what an app ships, without the dev
+    install's extras and editable-install hooks. Rebuilt for every commit."""
+    import importlib.metadata as md
+    import shutil
+    import venv
+
+    root = models_dir / ".slim-venv"
+    stamp, commit = root / "commit.txt", str(code_revision()["commit"])
+    py = root / "bin" / "python"
+    if stamp.is_file() and stamp.read_text() == commit and py.is_file():
+        return py
+    shutil.rmtree(root, ignore_errors=True)
+    venv.EnvBuilder(with_pip=True).create(root)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(root / "dist"),
+                    str(HERE.parent)], check=True)
+    pins = [f"{d}=={md.version(d)}" for d in ("onnxruntime", "tokenizers", "numpy")]
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *pins, str(next((root / "dist").glob("*.whl")))],
+                   check=True)
+    stamp.write_text(commit)
+    return py
+
+
+def cold_and_rss(folders: dict[str, Path], threads: int, rounds: int, python: Path) -> dict:
     from mstsb_onnx.eval import benchmark as bm
     from tokenizers import Tokenizer
 
@@ -129,13 +155,13 @@ def cold_and_rss(folders: dict[str, Path], threads: int, rounds: int) -> dict:
     for round_ in range(rounds + 1):  # round 0 warms the page cache and the hash stamps, untimed
         for name, folder in folders.items():
             start = time.time()
-            out = subprocess.run([sys.executable, "-c", COLD_CODE.format(p=str(folder), t=threads)], check=True,
-                                 capture_output=True, text=True, cwd=HERE.parent)
+            out = subprocess.run([str(python), "-c", COLD_CODE.format(p=str(folder), t=threads)], check=True,
+                                 capture_output=True, text=True, cwd=RESULTS)
             if round_:
                 first[name].append(float(out.stdout.split()[-1]) - start)
                 code = RSS_CODE.format(p=str(folder), t=threads, f=str(texts_file))
-                done = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
-                                      cwd=HERE.parent)
+                done = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True,
+                                      cwd=RESULTS)
                 rss[name].append(float(done.stdout.split()[-1]))
     texts_file.unlink()
     return {n: {"cold_start_s": bm.stats(first[n])["median"], "peak_rss_mib": float(np.median(rss[n]))}
@@ -159,12 +185,14 @@ def speed(folders: dict[str, Path], data: Path, threads: int, rounds: int) -> di
                 "batch1_16tok_ms": 1000 * float(np.median(single[n]))} for n in folders}
 
 
-def speed_part(folders: dict[str, Path], data: Path, threads: int, rounds: int) -> dict:
+def speed_part(folders: dict[str, Path], data: Path, threads: int, rounds: int, slim: Path) -> dict:
     from benchmarks.bench import machine_info
 
     rows = {n: {"pieces": json.loads((f / MANIFEST_NAME).read_text())["vocab_size"],
                 "folder_mb": sum(p.stat().st_size for p in f.iterdir() if p.is_file()) / 1e6} for n, f in folders.items()}
-    for part in (cold_and_rss(folders, threads, rounds), speed(folders, data, threads, rounds)):
+    dev = {n: {"cold_start_dev_venv_s": v["cold_start_s"]}
+           for n, v in cold_and_rss(folders, threads, rounds, Path(sys.executable)).items()}
+    for part in (cold_and_rss(folders, threads, rounds, slim), dev, speed(folders, data, threads, rounds)):
         for n, values in part.items():
             rows[n].update(values)
     return {"machine": machine_info(), "threads": threads, "rounds": rounds, "rows": rows,
@@ -175,11 +203,14 @@ def speed_markdown(r: dict) -> str:
     base = r["rows"]["untrimmed"]
     lines = [f"XLM-R-base-shaped int8 export (`benchmarks/trim.py`, commit {r['code']['commit'][:12]}"
              f"{' dirty' if r['code']['dirty'] else ''}, {r['machine']['date']}), {r['threads']} threads, "
-             f"{r['rounds']} interleaved rounds, medians; {r['machine']['cpu']}.", "",
+             f"{r['rounds']} interleaved rounds, medians; {r['machine']['cpu']}. Cold start and RSS: a new process "
+             "in a venv with only `pip install mstsb-onnx` (the wheel, onnxruntime, tokenizers, numpy); in "
+             "brackets, the same in the dev venv (all extras, editable install).", "",
              "| folder | pieces | size, MB | cold start, s | peak RSS 32 x 128, MiB | batch 32, sent/s | batch 1 x 16, ms |",
              "|---|---|---|---|---|---|---|"]
     for name, row in r["rows"].items():
-        lines.append(f"| {name} | {row['pieces']:,} | {row['folder_mb']:.1f} | {row['cold_start_s']:.2f} | "
+        lines.append(f"| {name} | {row['pieces']:,} | {row['folder_mb']:.1f} | {row['cold_start_s']:.2f} "
+                     f"({row['cold_start_dev_venv_s']:.2f}) | "
                      f"{row['peak_rss_mib']:.0f} | {row['batch32_sent_s']:.1f} "
                      f"({row['batch32_sent_s'] / base['batch32_sent_s']:.2f}x) | {row['batch1_16tok_ms']:.2f} "
                      f"({row['batch1_16tok_ms'] / base['batch1_16tok_ms']:.2f}x) |")
@@ -274,7 +305,8 @@ def main(argv: list[str] | None = None) -> int:
         r = {"code": code, "modes": {m: sts_part(ensure_trims(f, args.force), args.data) for m, f in modes.items()}}
         _write("trim-sts", r, sts_markdown(r))
     if "speed" in args.parts:
-        r = speed_part(ensure_trims(base, args.force), args.data, args.threads, args.rounds) | {"code": code}
+        slim = slim_python(args.models_dir)
+        r = speed_part(ensure_trims(base, args.force), args.data, args.threads, args.rounds, slim) | {"code": code}
         _write("trim", r, speed_markdown(r))
         plot(r, RESULTS / "trim_size_cold.png")
     return 0
