@@ -11,9 +11,10 @@ same scores. The selection therefore tokenizes, with the model's own tokenizer:
   piece without the word-start mark);
 - every piece of the no-space scripts (Han, kana) of a chosen language: their running text is
   one long "word" whose segmentation a word list cannot predict;
-- the single characters of each chosen script and of Latin (names and acronyms occur in every
-  language), so unseen words still decompose into kept pieces, and every piece without letters
-  (digits, punctuation, symbols);
+- the single characters of every alphabetic script (names, acronyms and quotes in other scripts
+  occur in every language; Han and Hangul characters, thousands each, only for a language that
+  writes them), so unseen words still decompose into kept pieces rather than ``<unk>``, and every
+  piece without letters (digits, punctuation, symbols);
 - a user's corpus, line by line, in context.
 
 It does not touch files: ``trim.py`` applies a selection to a model folder.
@@ -31,6 +32,8 @@ Tokenize = Callable[[list[str]], list[list[int]]]
 WORD_MARK = "▁"
 DEFAULT_WORDS = 100_000
 NO_SPACE_SCRIPTS = frozenset({"HAN", "HIRAGANA", "KATAKANA"})
+# Scripts with thousands of single-character pieces: kept only for a language that writes them.
+LARGE_SCRIPTS = frozenset({"HAN", "HANGUL"})
 # Characters after which a word is segmented without its word-start mark.
 _CONTEXT = '"'
 _BATCH = 50_000
@@ -109,11 +112,22 @@ class Selection:
         self.added[source] = self.added.get(source, 0) + len(self.ids) - before
 
 
+def _eszett_forms(word: str) -> set[str]:
+    """wordfreq folds ß to "ss": every way of writing the word's "ss" back as ß (up to 3 of them)."""
+    parts = word.split("ss")
+    if len(parts) > 4:
+        return {word.replace("ss", "ß")}
+    forms = {parts[0]}
+    for part in parts[1:]:
+        forms = {f + sep + part for f in forms for sep in ("ss", "ß")}
+    return forms
+
+
 def _forms(words: list[str], language: str) -> list[str]:
     """Case forms of lower-case words as they occur in text, word-initial and after punctuation."""
     forms = set(words)
     if language == "de":
-        forms |= {w.replace("ss", "ß") for w in words if "ss" in w}
+        forms |= {f for w in words if "ss" in w for f in _eszett_forms(w)}
     if LANGUAGES[language].scripts & {"LATIN", "CYRILLIC", "GREEK"}:
         upper = (lambda w: w.replace("i", "İ").replace("ı", "I").upper()) if language == "tr" else str.upper
         forms |= {upper(w[:1]) + w[1:] for w in list(forms)} | {upper(w) for w in list(forms)}
@@ -159,7 +173,7 @@ def choose_pieces(vocab: Sequence[tuple[str, float]], keep_ids: Iterable[int], t
         letters = scripts[i]
         if not letters:
             sel.add("characters", [i])
-        elif letters <= chosen and len(piece.replace(WORD_MARK, "")) == 1:
+        elif len(piece.replace(WORD_MARK, "")) == 1 and (letters <= chosen or not letters & LARGE_SCRIPTS):
             sel.add("characters", [i])
         elif no_space and letters <= no_space:
             sel.add("scripts", [i])

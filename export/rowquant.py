@@ -44,6 +44,29 @@ def _row_quantize_nodes(x: str, q: str, scale: str, prefix: str) -> list:
     ]
 
 
+def _row_quantize_linear_nodes(x: str, q: str, scale: str, prefix: str) -> list:
+    """As ``_row_quantize_nodes``, with one per-axis ``QuantizeLinear`` on the 2-D view of ``x``
+    in place of the five elementwise passes (divide, round, shift, clip, cast)."""
+    from onnx import TensorProto, helper
+
+    t = {k: prefix + k for k in ("hi", "lo", "nlo", "amax", "x2", "s1", "shape", "sshape", "zp", "q2", "xshape")}
+    return [
+        helper.make_node("ReduceMax", [x], [t["hi"]], axes=[-1], keepdims=1, name=t["hi"]),
+        helper.make_node("ReduceMin", [x], [t["lo"]], axes=[-1], keepdims=1, name=t["lo"]),
+        helper.make_node("Neg", [t["lo"]], [t["nlo"]], name=t["nlo"]),
+        helper.make_node("Max", [t["hi"], t["nlo"], "rowquant_eps"], [t["amax"]], name=t["amax"]),
+        helper.make_node("Div", [t["amax"], "rowquant_127"], [scale], name=prefix + "scale"),
+        helper.make_node("Flatten", [x], [t["x2"]], axis=-1, name=t["x2"]),
+        helper.make_node("Reshape", [scale, "rowquant_flat"], [t["s1"]], name=t["s1"]),
+        helper.make_node("Shape", [t["s1"]], [t["sshape"]], name=t["sshape"]),
+        helper.make_node("ConstantOfShape", [t["sshape"]], [t["zp"]], name=t["zp"],
+                         value=helper.make_tensor("v", TensorProto.UINT8, [1], [128])),
+        helper.make_node("QuantizeLinear", [t["x2"], t["s1"], t["zp"]], [t["q2"]], axis=0, name=t["q2"]),
+        helper.make_node("Shape", [x], [t["xshape"]], name=t["xshape"]),
+        helper.make_node("Reshape", [t["q2"], t["xshape"]], [q], name=prefix + "q"),
+    ]
+
+
 def _consumers(graph) -> dict[str, list]:
     out: dict[str, list] = {}
     for node in graph.node:
@@ -71,7 +94,7 @@ def _matmul_nodes(mmi, cons: dict, producer: dict, row_scales: set[str]) -> tupl
     return nodes, dropped
 
 
-def per_row_activations(model) -> dict[str, int]:
+def per_row_activations(model, quantizer: str = "elementwise") -> dict[str, int]:
     """Rewrite, in place, every ``DynamicQuantizeLinear`` and the ``MatMulInteger`` chains it feeds."""
     from onnx import helper, numpy_helper
 
@@ -82,13 +105,15 @@ def per_row_activations(model) -> dict[str, int]:
     replace: dict[str, list] = {}
     dropped: set[str] = set()
     for node in quantizers:
-        replace[node.name] = _row_quantize_nodes(node.input[0], node.output[0], node.output[1], node.name + "_rowquant_")
+        make = _row_quantize_linear_nodes if quantizer == "quantize-linear" else _row_quantize_nodes
+        replace[node.name] = make(node.input[0], node.output[0], node.output[1], node.name + "_rowquant_")
     matmuls = [n for n in graph.node if n.op_type == "MatMulInteger" and n.input[0] in {q.output[0] for q in quantizers}]
     for mmi in matmuls:
         replace[mmi.name], gone = _matmul_nodes(mmi, cons, producer, row_scales)
         dropped |= gone
     graph.initializer.extend([numpy_helper.from_array(np.array(128, np.uint8), ZERO_POINT)]
-                             + [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in _CONSTANTS.items()])
+                             + [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in _CONSTANTS.items()]
+                             + [numpy_helper.from_array(np.array([-1], np.int64), "rowquant_flat")])
     nodes = [m for n in graph.node if n.name not in dropped for m in replace.get(n.name, [n])]
     del graph.node[:]
     graph.node.extend(nodes)
