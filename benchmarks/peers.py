@@ -157,12 +157,12 @@ def _ctranslate2(folder: Path, batches: Batches) -> Encode:
 
 
 def engine(name: str, paths: dict[str, Path]) -> Encode:
-    batches = Batches(paths["int8"] / "tokenizer.json")
     if name in (OURS, "ours fp32"):
         from mstsb_onnx import Embedder
 
         emb = Embedder(paths["int8" if name == OURS else "fp32"], threads=THREADS)
         return lambda texts, bs: emb.encode(texts, batch_size=bs)
+    batches = Batches(paths["int8"] / "tokenizer.json")  # only the peers: ours loads its own
     if name in (OV_LAT, OV_TPUT):
         return _openvino(paths["ov"], "LATENCY" if name == OV_LAT else "THROUGHPUT", batches)
     if name == CT2:

@@ -155,11 +155,11 @@ def cold_and_rss(folders: dict[str, Path], threads: int, rounds: int, python: Pa
     for round_ in range(rounds + 1):  # round 0 warms the page cache and the hash stamps, untimed
         for name, folder in folders.items():
             start = time.time()
-            out = subprocess.run([str(python), "-c", COLD_CODE.format(p=str(folder), t=threads)], check=True,
+            out = subprocess.run([str(python), "-c", COLD_CODE.format(p=str(folder.resolve()), t=threads)], check=True,
                                  capture_output=True, text=True, cwd=RESULTS)
             if round_:
                 first[name].append(float(out.stdout.split()[-1]) - start)
-                code = RSS_CODE.format(p=str(folder), t=threads, f=str(texts_file))
+                code = RSS_CODE.format(p=str(folder.resolve()), t=threads, f=str(texts_file))
                 done = subprocess.run([str(python), "-c", code], check=True, capture_output=True, text=True,
                                       cwd=RESULTS)
                 rss[name].append(float(done.stdout.split()[-1]))
