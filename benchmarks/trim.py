@@ -125,7 +125,7 @@ def slim_python(models_dir: Path) -> Path:
     import shutil
     import venv
 
-    root = models_dir / ".slim-venv"
+    root = (models_dir / ".slim-venv").resolve()
     stamp, commit = root / "commit.txt", str(code_revision()["commit"])
     py = root / "bin" / "python"
     if stamp.is_file() and stamp.read_text() == commit and py.is_file():
