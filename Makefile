@@ -40,6 +40,7 @@ bench: venv
 	$(BIN)/python -m benchmarks.bench --data $(DATA)/sentences-unscored.csv
 	$(BIN)/python -m benchmarks.bench_ray --data $(DATA)/sentences-unscored.csv
 	$(BIN)/python -m benchmarks.trim --data $(DATA)
+	$(BIN)/python -m benchmarks.activations --data $(DATA)/sentences-unscored.csv
 	# The peers (OpenVINO, CTranslate2) run in their own venv, never the runtime's.
 	test -x $(PEERS_VENV)/bin/python || $(BIN)/python -c "from benchmarks.peers import setup_venv; from pathlib import Path; setup_venv(Path('$(PEERS_VENV)'))"
 	$(PEERS_VENV)/bin/python -m benchmarks.peers --data $(DATA)/sentences-unscored.csv

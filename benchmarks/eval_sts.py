@@ -1,4 +1,5 @@
-"""Full 31-task STS dev table for torch fp32, ONNX fp32 and ONNX int8 on the stand-in.
+"""Full 31-task STS dev table for torch fp32, ONNX fp32 and ONNX int8 (per-tensor and per-row
+activation scales) on the stand-in.
 
     python -m benchmarks.eval_sts --data ../shared/data/mstsb/sts31-dev.csv     # or: make eval
 
@@ -23,9 +24,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def ensure_exports(source: str, models_dir: Path, name: str, force: bool) -> dict[str, Path]:
-    """The two exports, made again unless they exist and were written by this clean commit."""
+    """The three exports, made again unless they exist and were written by this clean commit."""
     out = {}
-    for mode in ("none", "int8"):
+    for mode in ("none", "int8", "int8-rows"):
         folder = models_dir / f"{name}-{'fp32' if mode == 'none' else mode}"
         manifest = folder / MANIFEST_NAME
         recorded = json.loads(manifest.read_text()).get("exporter") if manifest.is_file() else None
@@ -33,7 +34,8 @@ def ensure_exports(source: str, models_dir: Path, name: str, force: bool) -> dic
             if manifest.is_file():
                 print(f"{folder}: exported by {recorded or 'an unrecorded commit'}, not this clean checkout "
                       f"({code_revision()}): exporting again", flush=True)
-            export_model(source, folder, quantize=mode, force=True)
+            export_model(source, folder, quantize="none" if mode == "none" else "int8", force=True,
+                         activations="per-row" if mode == "int8-rows" else "per-tensor")
         out[mode] = folder
     return out
 
@@ -50,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     source = str(cached_standin())
     exports = ensure_exports(source, args.models_dir, "standin-e5-small", args.force)
     RESULTS.mkdir(exist_ok=True)
-    run_eval_sts([exports["none"], exports["int8"]], args.data, reference=source, threads=args.threads,
+    run_eval_sts([exports["none"], exports["int8"], exports["int8-rows"]], args.data, reference=source, threads=args.threads,
                  out_json=str(RESULTS / "sts-dev.json"), out_md=str(RESULTS / "sts-dev.md"),
                  provenance={"code": code_revision(), "data": str(args.data)})
     return 0

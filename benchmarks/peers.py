@@ -274,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.xlmr import cached_base_random
     from mstsb_onnx.export.provenance import code_revision
 
+    code = code_revision()  # before anything is written: the results files are tracked
     paths = paths_only(str(args.models_dir))
     sample = load_sample(args.data, 512)
     paths.update(prepare(args.models_dir, cached_base_random(), paths["fp32"], load_sample(args.data, 300, seed=1)))
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
                  "1x128": (fixed_texts(paths, 128, 1), 1)}
     times = timed(engines, workloads, args.rounds)
     del engines
-    result = {"code": code_revision(), "machine": machine_info(), "rounds": args.rounds, "same_function": checked,
+    result = {"code": code, "machine": machine_info(), "rounds": args.rounds, "same_function": checked,
               "workloads": summarize(times, workloads),
               "process": per_process(paths, fixed_texts(paths, 128, 32), args.process_rounds),
               "models": {k: str(v) for k, v in paths.items()}}

@@ -29,7 +29,14 @@ def code_revision() -> dict[str, object]:
         version = None
     commit = _git("rev-parse", "HEAD")
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
-    return {"version": version, "commit": commit, "dirty": bool(status) if status is not None else None}
+    changed = [line[3:] for line in (status or "").splitlines() if not _generated(line[3:])]
+    return {"version": version, "commit": commit, "dirty": bool(changed) if status is not None else None}
+
+
+def _generated(path: str) -> bool:
+    """Files the benchmarks themselves rewrite (results, RESULTS.md, the README headline) and prose:
+    changing them does not change the code that made a figure."""
+    return path.startswith("benchmarks/results/") or path.endswith(".md")
 
 
 def same_code(recorded: object) -> bool:

@@ -364,6 +364,16 @@ def test_manifest_names_the_exporting_commit(tiny_int8: Path) -> None:
     assert not same_code(None)
 
 
+@pytest.mark.parametrize(("path", "generated"), [
+    ("benchmarks/results/peers.json", True), ("benchmarks/RESULTS.md", True), ("README.md", True),
+    ("export/trim.py", False), ("benchmarks/peers.py", False), ("pyproject.toml", False)], ids=str)
+def test_only_code_makes_a_tree_dirty(path: str, generated: bool) -> None:
+    """make bench rewrites results and RESULTS.md between its steps; that is not a code change."""
+    from mstsb_onnx.export.provenance import _generated
+
+    assert _generated(path) is generated
+
+
 
 @pytest.mark.parametrize("mode", ["int8", "none"])
 def test_every_folder_has_a_model_card_from_its_manifest(tiny_int8: Path, tiny_fp32: Path, tiny_src: Path,

@@ -45,7 +45,8 @@ def run_eval_sts(
         vectors = encode_with_progress(lambda t: ref.encode(t, batch_size=batch_size), sentences, "torch fp32")
         columns["torch fp32"] = sts.score_tasks(tasks, sts.vector_map(sentences, vectors))
     for folder, embedder in zip(model_dirs, embedders):
-        name = f"ONNX {embedder.manifest.quantization_mode}"
+        rows = embedder.manifest.raw.get("quantization", {}).get("activations") == "per-row"
+        name = f"ONNX {embedder.manifest.quantization_mode}{' per-row' if rows else ''}"
         if name in columns:
             name = f"{name} ({Path(folder).name})"
         models[name] = _model_info(folder, embedder)
