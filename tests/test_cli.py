@@ -18,13 +18,14 @@ def run_cli(args: list[str], stdin: str | None = None) -> subprocess.CompletedPr
                           text=True, timeout=600)
 
 
-@pytest.mark.parametrize("command", ["export", "check", "eval-sts", "info"])
+@pytest.mark.parametrize("command", ["export", "trim", "check", "eval-sts", "info"])
 def test_help_reads_well(command: str) -> None:
     res = run_cli([command, "--help"])
     assert res.returncode == 0 and "usage: mstsb-onnx" in res.stdout
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["embed", "--help"]], ids=["top", "serve", "embed"])
+@pytest.mark.parametrize("argv", [["--help"], ["serve", "--help"], ["embed", "--help"], ["trim", "--help"]],
+                         ids=["top", "serve", "embed", "trim"])
 def test_help_loads_nothing_heavy(argv: list[str]) -> None:
     """--help must be instant on a slim install: no onnxruntime, numpy, tokenizers, starlette or torch."""
     code = ("import sys\nfrom mstsb_onnx.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
