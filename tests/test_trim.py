@@ -236,7 +236,6 @@ def test_card_languages_selection_covers_every_language(standin: Path, sts_data:
     vocab = [(p, s) for p, s in doc["model"]["vocab"]]
     sel = pieces.choose_pieces(vocab, _tokenizer_ids(doc) | {1}, tokenize, languages=pieces.parse_languages("card"))
     kept = {vocab[i][0] for i in sel.ids}
-    assert len(sel.ids) < len(vocab) // 2
     tok = HFTokenizer.from_file(str(standin / "tokenizer.json"))
     for lang, texts in held_out_sentences(sts_data).items():
         before = [e.tokens for e in tok.encode_batch(texts, add_special_tokens=False)]
