@@ -23,6 +23,10 @@ def work_folder(output: Path) -> Path:
     return Path(tempfile.mkdtemp(prefix=f".{output.name}.partial-", dir=output.parent))
 
 
+def write_manifest(folder: Path, manifest: dict) -> None:
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
 def check_replaceable(output: Path, force: bool) -> None:
     """``--force`` replaces an earlier export or an empty folder, never anything else.
 

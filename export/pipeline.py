@@ -26,7 +26,7 @@ from mstsb_onnx.embedder import MODEL_FILE, TOKENIZER_FILE, Embedder
 from mstsb_onnx.errors import ExportError, ParityError
 from mstsb_onnx.export import parity
 from mstsb_onnx.export.deps import require
-from mstsb_onnx.export.folder import check_replaceable, move_into_place, work_folder
+from mstsb_onnx.export.folder import check_replaceable, move_into_place, work_folder, write_manifest
 from mstsb_onnx.export.graph import DENSE_NODES, INPUT_NAMES, LAYOUTS, OPSET, OUTPUT_NAME, export_fp32
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.probes import probe_set
@@ -197,10 +197,6 @@ def _ship(onnx_path: Path, folder: Path) -> None:
     write_model(onnx.load(str(onnx_path)), folder / MODEL_FILE)
 
 
-def _write_manifest(folder: Path, manifest: dict) -> None:
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
 def export_model(
     source: str,
     output: str | os.PathLike[str],
@@ -267,7 +263,7 @@ def export_model(
         # Parity of the fp32 graph first: an export bug must not hide behind quantization noise.
         _ship(work / "fp32.onnx", tmp)
         manifest = _manifest(src, tmp, info, {"mode": "none"}, pad_id)
-        _write_manifest(tmp, manifest)
+        write_manifest(tmp, manifest)
         # verify="off": the files were hashed a line above; a stamp for this temp folder would be litter.
         shipped = Embedder(tmp, threads=threads, verify="off")
         fp32_reports, failures = parity.check_against(
@@ -286,7 +282,7 @@ def export_model(
                                   activations)
                 quant["rejected_recipes"] = rejected
                 manifest = _manifest(src, tmp, info, quant, pad_id)
-                _write_manifest(tmp, manifest)
+                write_manifest(tmp, manifest)
                 shipped = Embedder(tmp, threads=threads, verify="off")
                 reports, failures = parity.check_against(
                     shipped, references, reference.tokenize, src.default_prompt, quantized=True
@@ -313,7 +309,7 @@ def export_model(
             "batch_invariance": invariance,
         }
         manifest["tokenizer"] = {"written_from": f"transformers {type(reference_tok).__name__}.backend_tokenizer"}
-        _write_manifest(tmp, manifest)
+        write_manifest(tmp, manifest)
         (tmp / CARD_NAME).write_text(model_card(manifest, output), encoding="utf-8")
         move_into_place(tmp, output, force)
     except BaseException:

@@ -29,10 +29,11 @@ from mstsb_onnx.errors import ExportError, ModelFolderError
 from mstsb_onnx.export import pieces
 from mstsb_onnx.export.card import CARD_NAME, model_card
 from mstsb_onnx.export.deps import require
-from mstsb_onnx.export.folder import check_replaceable, move_into_place, work_folder
+from mstsb_onnx.export.folder import check_replaceable, move_into_place, work_folder, write_manifest
 from mstsb_onnx.export.provenance import code_revision
 from mstsb_onnx.manifest import MANIFEST_NAME, read_manifest, sha256_file, verify_files
 from mstsb_onnx.probes import edge_cases, probe_set
+from mstsb_onnx.similarity import cosine_similarity
 
 Log = Callable[[str], None]
 # Corpus lines re-embedded with both folders at trim time (all of them are used to choose pieces).
@@ -221,7 +222,7 @@ def compare(before: Embedder, after: Embedder, groups: dict[str, list[str]], cov
                 out["covered"] += 1
                 out["covered_max_abs_diff"] = max(out["covered_max_abs_diff"], float(np.abs(a - b).max()))
             else:
-                cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-12))
+                cos = float(cosine_similarity(a, b)[0, 0])
                 out["changed"] += 1
                 out["changed_min_cosine"] = min(cos, out["changed_min_cosine"] or cos)
     return out
@@ -232,9 +233,8 @@ def _digest(lines: Sequence[str]) -> str:
 
 
 def _trim_record(source: str, manifest: dict, languages: Sequence[str], corpus: Sequence[str], words: int,
-                 kept: list[int], tokenize: pieces.Tokenize) -> dict:
+                 kept: list[int], tokenize: pieces.Tokenize, groups: dict[str, list[str]]) -> dict:
     kept_set = set(kept)
-    groups = _texts_by_group(corpus)
     return {
         "source": {"path": source, "files": manifest["files"], "vocab_size": manifest["vocab_size"],
                    **({"trim": manifest["trim"]} if "trim" in manifest else {})},
@@ -265,7 +265,8 @@ def _write_folder(source: Path, tmp: Path, doc: dict, kept: list[int], rows: int
             shutil.copy2(path, tmp / path.name)
 
 
-def _finish_manifest(tmp: Path, manifest: dict, trim: dict, rows: int) -> dict:
+def _trimmed_manifest(tmp: Path, manifest: dict, trim: dict, rows: int) -> dict:
+    """The source's manifest with the trim's vocab size, record and file hashes."""
     out = json.loads(json.dumps(manifest))
     out["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     out["vocab_size"] = rows
@@ -273,7 +274,6 @@ def _finish_manifest(tmp: Path, manifest: dict, trim: dict, rows: int) -> dict:
     out["trim"]["exporter"] = code_revision()
     out["files"] = {p.name: sha256_file(p) for p in sorted(tmp.iterdir())
                     if p.is_file() and p.name not in (MANIFEST_NAME, CARD_NAME)}
-    (tmp / MANIFEST_NAME).write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return out
 
 
@@ -286,8 +286,9 @@ def trim_folder(model_dir: str | os.PathLike[str], output: str | os.PathLike[str
 
     ``languages`` is e.g. "es,en" (``pieces.LANGUAGES``; "card" = the card's 16); ``corpus`` a UTF-8
     text file whose lines are tokenized in full. ``words`` is how many of each language's most
-    frequent words are tokenized, from ``words_for(language, n)`` (default: wordfreq). ``source_label`` replaces the source path in the manifest (export
-    --languages trims a folder that is gone afterwards). Raises ``ParityError`` if a covered text's
+    frequent words are tokenized, from ``words_for(language, n)`` (default: wordfreq).
+    ``source_label`` replaces the source path in the manifest (export --languages trims a folder
+    that is gone afterwards). Raises ``ParityError`` if a covered text's
     vector changed.
     """
     from mstsb_onnx.errors import ParityError
@@ -310,19 +311,21 @@ def trim_folder(model_dir: str | os.PathLike[str], output: str | os.PathLike[str
     tmp = work_folder(output)
     try:
         _write_folder(source, tmp, doc, kept, rows)
-        trim = _trim_record(source_label or str(source), manifest.raw, langs, lines, words, kept, tokenize)
-        written = _finish_manifest(tmp, manifest.raw, trim, len(kept))
+        groups = _texts_by_group(lines)
+        trim = _trim_record(source_label or str(source), manifest.raw, langs, lines, words, kept, tokenize, groups)
+        written = _trimmed_manifest(tmp, manifest.raw, trim, len(kept))
+        write_manifest(tmp, written)
         kept_set, prompt = set(kept), manifest.default_prompt
         parity = compare(Embedder(source, threads=threads), Embedder(tmp, threads=threads, verify="off"),
-                         _texts_by_group(lines), lambda t: all(i in kept_set for i in tokenize([prompt + t])[0]))
+                         groups, lambda t: all(i in kept_set for i in tokenize([prompt + t])[0]))
         log(f"parity: {parity['covered']} covered texts, max abs diff {parity['covered_max_abs_diff']:.1e}; "
             f"{parity['changed']} segmented differently" + (f" (min cosine {parity['changed_min_cosine']:.4f})"
                                                              if parity["changed"] else ""))
         if parity["covered_max_abs_diff"] != 0.0:
             raise ParityError(f"trimming changed the vector of a text whose pieces were all kept "
                               f"(max abs diff {parity['covered_max_abs_diff']:.2e}); this is a bug, please report it")
-        trim["parity"] = parity
-        written = _finish_manifest(tmp, manifest.raw, trim, len(kept))
+        written["trim"]["parity"] = parity  # the files are as hashed above: only the record grows
+        write_manifest(tmp, written)
         (tmp / CARD_NAME).write_text(model_card(written, output), encoding="utf-8")
         move_into_place(tmp, output, force)
     except BaseException:
