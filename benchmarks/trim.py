@@ -265,7 +265,7 @@ def plot(r: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def _exported(source: Path, folder: Path, **options: object) -> Path:
+def exported(source: Path, folder: Path, **options: object) -> Path:
     """``folder`` as exported earlier (its manifest records by which commit), or exported now."""
     from mstsb_onnx.export import export_model
 
@@ -293,14 +293,14 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.xlmr import cached_base_random
 
     code = code_revision()
-    base = _exported(cached_base_random(), args.models_dir / "xlmr-base-random-int8")
+    base = exported(cached_base_random(), args.models_dir / "xlmr-base-random-int8")
     if "coverage" in args.parts:
         r = coverage_part(base, args.data) | {"code": code}
         _write("trim-coverage", r, coverage_markdown(r))
     if "sts" in args.parts:
         standin = cached_standin()
-        modes = {"fp32": _exported(standin, args.models_dir / "standin-e5-small-fp32", quantize="none"),
-                 "int8 per-row": _exported(standin, args.models_dir / "standin-e5-small-int8-rows",
+        modes = {"fp32": exported(standin, args.models_dir / "standin-e5-small-fp32", quantize="none"),
+                 "int8 per-row": exported(standin, args.models_dir / "standin-e5-small-int8-rows",
                                            activations="per-row")}
         r = {"code": code, "modes": {m: sts_part(ensure_trims(f, args.force), args.data) for m, f in modes.items()}}
         _write("trim-sts", r, sts_markdown(r))

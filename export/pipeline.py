@@ -18,6 +18,7 @@ import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,7 @@ RECIPES = (
     Recipe("fp32-down", 0.7, 0, True),
 )
 RECIPE_CHOICES = ("auto", *(r.name for r in RECIPES))
-ACTIVATIONS = ("per-row", "per-tensor")
+ACTIVATIONS = ("per-row", "per-tensor", "static")
 DEFAULT_ACTIVATIONS = "per-tensor"
 
 Log = Callable[[str], None]
@@ -132,9 +133,10 @@ def _warn_tokens_without_rows(tok: object, rows: int, log: Log) -> None:
             "(model.resize_token_embeddings(len(tokenizer))) and train them, or remove the tokens")
 
 
-def _calibration_feeds(tokenizer_path: Path, src: SourceModel, pad_id: int) -> Iterator[dict[str, np.ndarray]]:
-    tok = Tokenizer.from_file(tokenizer_path, src.max_seq_length, pad_id)
-    seqs = tok.encode([src.default_prompt + t for texts in probe_set().values() for t in texts])
+def probe_feeds(tokenizer_path: Path, max_seq_length: int, pad_id: int, prompt: str) -> Iterator[dict[str, np.ndarray]]:
+    """Calibration batches of 16: the built-in multilingual probes with the model's default prompt."""
+    tok = Tokenizer.from_file(tokenizer_path, max_seq_length, pad_id)
+    seqs = tok.encode([prompt + t for texts in probe_set().values() for t in texts])
     for start in range(0, len(seqs), 16):
         ids, mask = pad_batch(seqs[start : start + 16], pad_id)
         yield {"input_ids": ids, "attention_mask": mask}
@@ -165,7 +167,7 @@ def _manifest(src: SourceModel, folder: Path, info: dict, quant: dict, pad_id: i
     }
 
 
-def _quantize(recipe: Recipe, work: Path, out: Path, calibration: Iterator[dict[str, np.ndarray]],
+def _quantize(recipe: Recipe, work: Path, out: Path, calibration: Callable[[], Iterator[dict[str, np.ndarray]]],
               activations: str) -> dict:
     """Smooth ``work/fp32.onnx`` and write the int8 model to ``out``; returns its manifest entry."""
     import onnx
@@ -174,11 +176,11 @@ def _quantize(recipe: Recipe, work: Path, out: Path, calibration: Iterator[dict[
     # Dense heads stay fp32: per-sentence work, and their error would land on the output directly.
     dense = [n.name for n in graph.graph.node if re.search(DENSE_NODES, n.name)]
     skip = dense + (down_projections(graph) if recipe.fp32_down else [])
-    smooth = smooth_graph(work / "fp32.onnx", work / "smooth.onnx", calibration, alpha=recipe.alpha,
+    smooth = smooth_graph(work / "fp32.onnx", work / "smooth.onnx", calibration(), alpha=recipe.alpha,
                           outliers=recipe.outliers, skip=skip)
     config = replace(DEFAULT_QUANT, exclude=DEFAULT_QUANT.exclude + tuple(f"^{re.escape(n)}$" for n in skip),
                      activations=activations)
-    q = quantize_int8(work / "smooth.onnx", out, config)
+    q = quantize_int8(work / "smooth.onnx", out, config, calibration() if activations == "static" else None)
     return {"mode": "int8", "recipe": asdict(recipe), **config.to_dict(), "smoothing": smooth, **q}
 
 
@@ -218,8 +220,9 @@ def export_model(
     ``int8_recipe="auto"`` tries ``RECIPES`` in order and ships the first that passes parity
     (the manifest records which, and why earlier ones were rejected); a recipe's name tries only it.
     ``layout`` is the activation layout traced into the graph (``graph.LAYOUTS``). ``activations``
-    is how int8 activations are scaled: "per-row" (one scale per token, so a text's vector does
-    not depend on its batch-mates) or "per-tensor" (one per batch). ``languages`` / ``corpus``
+    is how int8 activations are scaled: "per-row" (one scale per token) or "static" (constants
+    calibrated at export) -- with either, a text's vector does not depend on its batch-mates -- or
+    "per-tensor" (one per batch). ``languages`` / ``corpus``
     trim the vocabulary afterwards (``trim.trim_folder``): only the trimmed folder is written.
     """
     if quantize not in QUANTIZE_MODES:
@@ -278,7 +281,8 @@ def export_model(
             rejected: list[dict] = []
             for recipe in RECIPES if int8_recipe == "auto" else [r for r in RECIPES if r.name == int8_recipe]:
                 log(f"int8, recipe {recipe.name}: smoothing activations and quantizing...")
-                quant = _quantize(recipe, work, tmp / MODEL_FILE, _calibration_feeds(tmp / TOKENIZER_FILE, src, pad_id),
+                quant = _quantize(recipe, work, tmp / MODEL_FILE,
+                                  partial(probe_feeds, tmp / TOKENIZER_FILE, src.max_seq_length, pad_id, src.default_prompt),
                                   activations)
                 quant["rejected_recipes"] = rejected
                 manifest = _manifest(src, tmp, info, quant, pad_id)

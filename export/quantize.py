@@ -5,8 +5,9 @@ Two parts, because they want different treatment:
 * Linear layers (MatMul with constant weights): onnxruntime's dynamic quantization -- int8
   weights, activations quantized at run time (u8s8). Per-channel and reduce_range are options,
   chosen by measurement (docs/int8-recipe.md).
-* Activations: one scale per batch (onnxruntime's), or one per row (``rowquant``), which makes a
-  text's vector independent of its batch-mates.
+* Activations: one scale per batch (onnxruntime's), one per row (``rowquant``) or constants
+  calibrated at export (``staticquant``); the last two make a text's vector independent of its
+  batch-mates.
 * The word-embedding table (250,002 x 768: 80% of XLM-R base's weights): onnxruntime's own
   Gather quantization uses one scale for the whole table, so rare tokens with small rows lose
   most of their precision. We store it as int8 with one scale per row (symmetric) and
@@ -17,6 +18,7 @@ It does not fuse or optimise the graph (onnxruntime does that at session load).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ import numpy as np
 
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.export.rowquant import per_row_activations
+from mstsb_onnx.export.staticquant import DEFAULT_MARGIN, activation_ranges, quantized_inputs, static_activations
 
 
 @dataclass(frozen=True)
@@ -34,15 +37,18 @@ class QuantConfig:
     op_types: tuple[str, ...] = ("MatMul",)
     # Regexes on node names of MatMuls to keep in fp32 (sensitive layers).
     exclude: tuple[str, ...] = ()
-    # "per-tensor": onnxruntime's dynamic scale per batch; "per-row": one per token (``rowquant``).
+    # "per-tensor": onnxruntime's dynamic scale per batch; "per-row": one per token (``rowquant``);
+    # "static": constants calibrated at export (``staticquant``), the range widened by static_margin.
     activations: str = "per-tensor"
+    static_margin: float = DEFAULT_MARGIN
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d["op_types"] = list(self.op_types)
         d["exclude"] = list(self.exclude)
-        d["method"] = ("onnxruntime.quantization.quantize_dynamic (weights int8 symmetric, activations uint8 at run time"
-                       + (", one symmetric scale per row)" if self.activations == "per-row" else ", one scale per batch)"))
+        how = {"per-row": "at run time, one symmetric scale per row", "static": "with constant scales calibrated at export"}
+        d["method"] = ("onnxruntime.quantization.quantize_dynamic (weights int8 symmetric, activations uint8 "
+                       + how.get(self.activations, "at run time, one scale per batch") + ")")
         return d
 
 
@@ -106,8 +112,12 @@ def _matching_nodes(path: Path, patterns: tuple[str, ...]) -> list[str]:
     return [n.name for n in graph.node if any(re.search(p, n.name) for p in patterns)]
 
 
-def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig) -> dict:
-    """Write the int8 model in the shipped layout (``layout.write_model``); returns what was done."""
+def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig,
+                  calibration: Iterable[dict[str, np.ndarray]] | None = None) -> dict:
+    """Write the int8 model in the shipped layout (``layout.write_model``); returns what was done.
+
+    ``calibration`` (model input feeds) is needed for static activations only.
+    """
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -125,12 +135,18 @@ def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig) -> dict:
     tmp.unlink()
     if config.activations == "per-row":
         report["per_row"] = per_row_activations(model)
+    elif config.activations == "static":
+        if calibration is None:
+            raise ValueError("static activation scales need calibration feeds")
+        # Ranges as the int8 graph itself produces them: what its quantizers will see at run time.
+        ranges = activation_ranges(model, quantized_inputs(model), calibration)
+        report["static"] = static_activations(model, ranges, config.static_margin)
     elif config.activations != "per-tensor":
         raise ValueError(f"unknown activation quantization {config.activations!r}")
     if config.embedding == "int8-per-row":
         report["embedding_table"] = quantize_embedding_rows(model)
     elif config.embedding != "fp32":
         raise ValueError(f"unknown embedding quantization {config.embedding!r}")
-    report["quantized_nodes"] = sum(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear") for n in model.graph.node)
+    report["quantized_nodes"] = sum(n.op_type in ("MatMulInteger", "DynamicQuantizeLinear", "QuantizeLinear") for n in model.graph.node)
     write_model(model, out_path)  # the shipped layout directly: no extra save and reload of the weights
     return report

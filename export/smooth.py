@@ -47,7 +47,8 @@ def _target_groups(model, patterns: tuple[str, ...], skip: Collection[str] = ())
     return groups
 
 
-def _channel_maxima(model, tensors: list[str], feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def run_collecting(model, tensors: list[str], feeds: Iterable[dict[str, np.ndarray]]) -> Iterator[list[np.ndarray]]:
+    """Run ``model`` unoptimised on each feed and yield the values of the inner ``tensors``."""
     import onnx
     import onnxruntime as ort
 
@@ -59,9 +60,14 @@ def _channel_maxima(model, tensors: list[str], feeds: Iterable[dict[str, np.ndar
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     so.log_severity_level = 3
     sess = ort.InferenceSession(probe.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    amax: dict[str, np.ndarray] = {}
     for feed in feeds:
-        for name, value in zip(tensors, sess.run(tensors, feed)):
+        yield sess.run(tensors, feed)
+
+
+def _channel_maxima(model, tensors: list[str], feeds: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    amax: dict[str, np.ndarray] = {}
+    for values in run_collecting(model, tensors, feeds):
+        for name, value in zip(tensors, values):
             m = np.abs(value.reshape(-1, value.shape[-1])).max(axis=0)
             amax[name] = np.maximum(amax[name], m) if name in amax else m
     return amax
