@@ -51,7 +51,7 @@ def _row_quantize_nodes(x: str, q: str, scale: str, prefix: str) -> list:
     ]
 
 
-def _consumers(graph) -> dict[str, list]:
+def consumers(graph) -> dict[str, list]:
     out: dict[str, list] = {}
     for node in graph.node:
         for name in node.input:
@@ -59,23 +59,32 @@ def _consumers(graph) -> dict[str, list]:
     return out
 
 
+def scale_chain(mmi, cons: dict, producer: dict, act_scales: set[str]) -> tuple[list, str, str]:
+    """``MatMulInteger -> Cast -> Mul(act scale x column scale)`` as quantize_dynamic writes it.
+
+    Returns the nodes that go when the chain is fused (Cast, Mul, and the scale product where
+    nothing else reads it), the activation scale and the column scale.
+    """
+    (cast,) = cons[mmi.output[0]]
+    (mul,) = cons[cast.output[0]]
+    scales = producer[mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]]
+    act, col = (scales.input[0], scales.input[1]) if scales.input[0] in act_scales else (scales.input[1], scales.input[0])
+    gone = [cast, mul] + ([scales] if len(cons[scales.output[0]]) == 1 else [])
+    return gone, act, col
+
+
 def _matmul_nodes(mmi, cons: dict, producer: dict, row_scales: set[str]) -> tuple[list, set[str]]:
     """``MatMulInteger -> Cast -> Mul(row scale x column scale)`` as ``MatMulIntegerToFloat -> Mul``."""
     from onnx import helper
 
-    (cast,) = cons[mmi.output[0]]
-    (mul,) = cons[cast.output[0]]
-    scales = producer[mul.input[1] if mul.input[0] == cast.output[0] else mul.input[0]]
-    row, col = (scales.input[0], scales.input[1]) if scales.input[0] in row_scales else (scales.input[1], scales.input[0])
+    gone, row, col = scale_chain(mmi, cons, producer, row_scales)
     b_zero = mmi.input[3] if len(mmi.input) > 3 else ""
-    unscaled = mul.output[0] + "_rowquant_unscaled"
+    out = gone[1].output[0]
+    unscaled = out + "_rowquant_unscaled"
     nodes = [helper.make_node("MatMulIntegerToFloat", [mmi.input[0], mmi.input[1], "rowquant_one", col, ZERO_POINT, b_zero],
                               [unscaled], domain="com.microsoft", name=mmi.name + "_rowquant"),
-             helper.make_node("Mul", [unscaled, row], [mul.output[0]], name=mmi.name + "_rowscale")]
-    dropped = {cast.name, mul.name}
-    if len(cons[scales.output[0]]) == 1:
-        dropped.add(scales.name)
-    return nodes, dropped
+             helper.make_node("Mul", [unscaled, row], [out], name=mmi.name + "_rowscale")]
+    return nodes, {n.name for n in gone}
 
 
 def per_row_activations(model) -> dict[str, int]:
@@ -83,7 +92,7 @@ def per_row_activations(model) -> dict[str, int]:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    cons, producer = _consumers(graph), {o: n for n in graph.node for o in n.output}
+    cons, producer = consumers(graph), {o: n for n in graph.node for o in n.output}
     quantizers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
     row_scales = {n.output[1] for n in quantizers}
     replace: dict[str, list] = {}

@@ -9,9 +9,8 @@ text (the built-in multilingual probes), and replaces the run-time measurement b
     becomes  q = QuantizeLinear(x, scale, zero_point)   with scale, zero_point initializers
 
 Quantizing is then elementwise, so a token's int8 input -- and the text's vector -- cannot depend
-on other rows, and each call saves the range reduction. onnxruntime folds the now-constant
-``scale x weight scale`` product and fuses ``MatMulInteger -> Cast -> Mul`` into
-``MatMulIntegerToFloat`` (correct here: the activation scale is one scalar).
+on other rows, and each call saves the range reduction. The ``MatMulInteger -> Cast -> Mul`` chains
+they feed are written as ``MatMulIntegerToFloat`` with the constant activation scale.
 
 The range is uint8 asymmetric, like ``DynamicQuantizeLinear`` (it always contains 0), widened by
 ``margin`` on both sides so text unlike the calibration set is clipped less; values outside it
@@ -25,6 +24,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from mstsb_onnx.export.rowquant import consumers, scale_chain
 from mstsb_onnx.export.smooth import run_collecting
 
 # The calibrated range is widened by this factor on both sides (docs/int8-recipe.md: measured).
@@ -56,25 +56,63 @@ def quantized_inputs(model) -> list[str]:
     return [n.input[0] for n in model.graph.node if n.op_type == "DynamicQuantizeLinear"]
 
 
+def _bias(add, out: str, vectors: set[str]) -> str | None:
+    """The constant vector ``add`` adds to ``out``, if it is one (the linear layer's bias)."""
+    if add is None or add.op_type != "Add":
+        return None
+    other = add.input[1] if add.input[0] == out else add.input[0]
+    return other if other in vectors else None
+
+
+def _fused_matmul(mmi, cons: dict, producer: dict, act_scales: set[str], vectors: set[str]) -> tuple[list, set[str]]:
+    """``MatMulInteger -> Cast -> Mul(scale x column scale) [-> Add(bias)]`` as one ``MatMulIntegerToFloat``."""
+    from onnx import helper
+
+    gone, act, col = scale_chain(mmi, cons, producer, act_scales)
+    out = gone[1].output[0]
+    after = cons.get(out, [])
+    bias = _bias(after[0], out, vectors) if len(after) == 1 else None
+    if bias:
+        gone.append(after[0])
+        out = after[0].output[0]
+    a_zero = mmi.input[2] if len(mmi.input) > 2 else ""
+    b_zero = mmi.input[3] if len(mmi.input) > 3 else ""
+    node = helper.make_node("MatMulIntegerToFloat", [mmi.input[0], mmi.input[1], act, col, a_zero, b_zero] + ([bias] if bias else []),
+                            [out], domain="com.microsoft", name=mmi.name + "_static")
+    return [node], {n.name for n in gone}
+
+
 def static_activations(model, ranges: dict[str, tuple[float, float]], margin: float) -> dict[str, object]:
-    """Rewrite, in place, every ``DynamicQuantizeLinear`` as a ``QuantizeLinear`` with constant scale."""
+    """Rewrite, in place, every ``DynamicQuantizeLinear`` as a ``QuantizeLinear`` with constant scale.
+
+    The ``MatMulInteger`` chains they feed become ``MatMulIntegerToFloat`` nodes here: with the scale
+    product folded to one constant, onnxruntime's own fusion no longer recognises them.
+    """
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    nodes, inits = [], []
-    for node in graph.node:
-        if node.op_type != "DynamicQuantizeLinear":
-            nodes.append(node)
-            continue
+    cons, producer = consumers(graph), {o: n for n in graph.node for o in n.output}
+    quantizers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
+    replace: dict[str, list] = {}
+    for node in quantizers:
         x = node.input[0]
         if x not in ranges:
             raise ValueError(f"no calibrated range for the activation {x!r} (quantized by {node.name!r})")
         scale, zero_point = uint8_params(*ranges[x], margin)
         q, s_name, zp_name = node.output
-        inits += [numpy_helper.from_array(np.array(scale, np.float32), s_name),
-                  numpy_helper.from_array(np.array(zero_point, np.uint8), zp_name)]
-        nodes.append(helper.make_node("QuantizeLinear", [x, s_name, zp_name], [q], name=node.name + "_static"))
+        graph.initializer.extend([numpy_helper.from_array(np.array(scale, np.float32), s_name),
+                                  numpy_helper.from_array(np.array(zero_point, np.uint8), zp_name)])
+        replace[node.name] = [helper.make_node("QuantizeLinear", [x, s_name, zp_name], [q], name=node.name + "_static")]
+    quantized = {n.output[0] for n in quantizers}
+    dropped: set[str] = set()
+    matmuls = [n for n in graph.node if n.op_type == "MatMulInteger" and n.input[0] in quantized]
+    vectors = {i.name for i in graph.initializer if len(i.dims) == 1}
+    for mmi in matmuls:
+        replace[mmi.name], gone = _fused_matmul(mmi, cons, producer, {n.output[1] for n in quantizers}, vectors)
+        dropped |= gone
+    nodes = [m for n in graph.node if n.name not in dropped for m in replace.get(n.name, [n])]
     del graph.node[:]
     graph.node.extend(nodes)
-    graph.initializer.extend(inits)
-    return {"static_quantizers": len(inits) // 2, "margin": margin}
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    return {"static_quantizers": len(quantizers), "matmuls": len(matmuls), "margin": margin}
