@@ -18,9 +18,19 @@ import numpy as np
 
 
 def build_floor_model(path: Path, layers: int = 12, hidden: int = 768, ff: int = 3072, seed: int = 0) -> Path:
+    """The floor graph in onnxruntime's dynamic int8 at ``path``."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    fp32 = build_floor_fp32(path.with_suffix(".fp32.onnx"), layers, hidden, ff, seed)
+    quantize_dynamic(str(fp32), str(path), per_channel=True, weight_type=QuantType.QInt8)
+    fp32.unlink()
+    return path
+
+
+def build_floor_fp32(path: Path, layers: int = 12, hidden: int = 768, ff: int = 3072, seed: int = 0) -> Path:
+    """The floor graph in fp32 (input ``x`` [rows, hidden]), for engines that quantize it themselves."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    from onnxruntime.quantization import QuantType, quantize_dynamic
 
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
@@ -46,10 +56,7 @@ def build_floor_model(path: Path, layers: int = 12, hidden: int = 768, ff: int =
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["rows", hidden])],
         [helper.make_tensor_value_info(h, TensorProto.FLOAT, ["rows", hidden])], inits,
     )
-    fp32 = path.with_suffix(".fp32.onnx")
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(fp32))
-    quantize_dynamic(str(fp32), str(path), per_channel=True, weight_type=QuantType.QInt8)
-    fp32.unlink()
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
 
 

@@ -260,7 +260,52 @@ def markdown(r: dict) -> str:
                      f"{p['load_s']:.2f} | {p['peak_rss_mib']:.0f} | {r['same_function'].get(name, 1.0):.5f} |")
     lines += ["", "Ours against the best peer per workload: " + "; ".join(
         f"{label} {w[label]['ours_vs_best']:.2f}x ({w[label]['best_peer']})" for label in w) + "."]
+    if "gemm_floors_ms" in r:
+        floors = r["gemm_floors_ms"]
+        names = list(next(iter(floors.values())))
+        lines += ["", "The encoder's 72 linear layers alone (`benchmarks/gemm_floor.py`: XLM-R-base shapes, no attention, "
+                  "norms or GELU), each engine's int8, same run, ms:", "",
+                  "| rows | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        lines += [f"| {rows} | " + " | ".join(f"{v[n]:.2f}" for n in names) + " |" for rows, v in floors.items()]
     return "\n".join(lines) + "\n"
+
+
+FLOOR_ROWS = (16, 128, 1024)
+
+
+def _openvino_floor(folder: Path) -> Callable[[int], object]:
+    """The GEMM floor graph converted by OpenVINO and quantized by NNCF (static int8), LATENCY hint."""
+    import nncf
+    import openvino as ov
+
+    from benchmarks.gemm_floor import build_floor_fp32
+
+    rng = np.random.default_rng(0)
+    feeds = [{"x": rng.standard_normal((128, 768)).astype(np.float32)} for _ in range(16)]
+    model = nncf.quantize(ov.convert_model(str(build_floor_fp32(folder / "floor.fp32.onnx"))), nncf.Dataset(feeds),
+                          subset_size=len(feeds))
+    request = ov.Core().compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": THREADS,
+                                                     "PERFORMANCE_HINT": "LATENCY"}).create_infer_request()
+    inputs = {rows: rng.standard_normal((rows, 768)).astype(np.float32) for rows in FLOOR_ROWS}
+    return lambda rows: request.infer({"x": inputs[rows]})
+
+
+def gemm_floors(rounds: int) -> dict[str, dict[str, float]]:
+    """The encoder's linear layers alone (``benchmarks/gemm_floor.py``) in each engine's int8, interleaved."""
+    import tempfile
+
+    from benchmarks.gemm_floor import floor_session
+    from mstsb_onnx.eval import benchmark as bm
+
+    runs = {"onnxruntime int8 (ours)": floor_session(THREADS),
+            "OpenVINO int8": _openvino_floor(Path(tempfile.mkdtemp(prefix="ov-floor-")))}
+    out: dict[str, dict[str, float]] = {}
+    for rows in FLOOR_ROWS:
+        calls = {n: (lambda fn=fn: fn(rows)) for n, fn in runs.items()}
+        t = bm.interleaved(calls, rounds, settle=1, per_round=3, pause=bm.LATENCY_PAUSE_S)
+        out[str(rows)] = {n: 1000 * float(np.median(v)) for n, v in t.items()}
+        print("floor", rows, out[str(rows)], flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -287,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"code": code, "machine": machine_info(), "rounds": args.rounds, "same_function": checked,
               "workloads": summarize(times, workloads),
               "process": per_process(paths, fixed_texts(paths, 128, 32), args.process_rounds),
+              "gemm_floors_ms": gemm_floors(args.rounds),
               "models": {k: str(v) for k, v in paths.items()}}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
