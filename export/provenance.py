@@ -12,11 +12,12 @@ _ROOT = Path(__file__).resolve().parent
 
 
 def _git(*args: str) -> str | None:
+    """git's output, or None outside a checkout (not stripped: porcelain lines start with a space)."""
     try:
         done = subprocess.run(["git", "-C", str(_ROOT), *args], capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout if done.returncode == 0 else None
 
 
 def code_revision() -> dict[str, object]:
@@ -27,7 +28,7 @@ def code_revision() -> dict[str, object]:
         version: str | None = md.version("mstsb-onnx")
     except md.PackageNotFoundError:
         version = None
-    commit = _git("rev-parse", "HEAD")
+    commit = (_git("rev-parse", "HEAD") or "").strip() or None
     status = _git("status", "--porcelain", "--untracked-files=no") if commit else None
     changed = [line[3:] for line in (status or "").splitlines() if not _generated(line[3:])]
     return {"version": version, "commit": commit, "dirty": bool(changed) if status is not None else None}

@@ -374,6 +374,32 @@ def test_only_code_makes_a_tree_dirty(path: str, generated: bool) -> None:
     assert _generated(path) is generated
 
 
+@pytest.mark.parametrize(("changed", "dirty"), [
+    (["benchmarks/results/a.json"], False), (["benchmarks/results/a.json", "export/x.py"], True),
+    (["export/x.py"], True), ([], False)], ids=["results only", "results and code", "code", "clean"])
+def test_dirty_reads_git_status(changed: list[str], dirty: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real repository: git's porcelain lines start with a space, which must not be lost."""
+    import subprocess
+
+    from mstsb_onnx.export import provenance
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args], check=True,
+                       capture_output=True)
+
+    for name in ("benchmarks/results/a.json", "export/x.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("1\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "c")
+    for name in changed:
+        (tmp_path / name).write_text("2\n")
+    monkeypatch.setattr(provenance, "_ROOT", tmp_path)
+    got = provenance.code_revision()
+    assert len(got["commit"]) == 40 and got["dirty"] is dirty
+
+
 
 @pytest.mark.parametrize("mode", ["int8", "none"])
 def test_every_folder_has_a_model_card_from_its_manifest(tiny_int8: Path, tiny_fp32: Path, tiny_src: Path,
