@@ -9,6 +9,10 @@ same scores. The selection therefore tokenizes, with the model's own tokenizer:
   capitalised and upper-case form (Turkish dotted capitals; German ``ß``, which wordfreq folds to
   ``ss``), and each form both word-initial and after punctuation (``"Der`` is ``▁"`` + ``Der``, a
   piece without the word-start mark);
+- for each listed word, the pieces that spell it in any other casing (``▁iPhone``, ``▁McCain``,
+  ``▁pH``: the lists are lower-case), and the word-initial pieces that spell its first three or more
+  letters (stems: an inflected form missing from the list, such as Turkish ``soruşturulurken``,
+  starts with the stem piece ``▁soruş`` that its listed relatives do not use);
 - every piece of the no-space scripts (Han, kana) of a chosen language: their running text is
   one long "word" whose segmentation a word list cannot predict;
 - the single characters of every alphabetic script (names, acronyms and quotes in other scripts
@@ -37,6 +41,8 @@ LARGE_SCRIPTS = frozenset({"HAN", "HANGUL"})
 # Characters after which a word is segmented without its word-start mark.
 _CONTEXT = '"'
 _BATCH = 50_000
+# Stems shorter than this are mostly whole short words already kept, or noise.
+STEM_LETTERS = 3
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,7 @@ def _script(ch: str) -> str | None:
     except ValueError:
         return None
     word = name.split()[0]
-    if word == "CJK":
+    if word in ("CJK", "IDEOGRAPHIC"):  # IDEOGRAPHIC: the iteration and closing marks (々, 〆) inside Han words
         return "HAN"
     if word in ("HALFWIDTH", "KATAKANA-HIRAGANA"):
         return "KATAKANA"
@@ -142,6 +148,25 @@ def _tokenize_all(tokenize: Tokenize, texts: list[str]) -> set[int]:
     return ids
 
 
+class _PieceIndex:
+    """Look-ups over the vocabulary: piece -> id, and lower-cased piece -> ids of its cased spellings."""
+
+    def __init__(self, vocab: Sequence[tuple[str, float]]) -> None:
+        self.ids = {piece: i for i, (piece, _) in enumerate(vocab)}
+        self.cased: dict[str, list[int]] = {}
+        for i, (piece, _) in enumerate(vocab):
+            if piece != piece.lower():
+                self.cased.setdefault(piece.lower(), []).append(i)
+
+    def case_variants(self, words: Iterable[str]) -> set[int]:
+        """Every cased piece that spells a whole word, word-initial or not."""
+        return {i for w in words for key in (WORD_MARK + w.lower(), w.lower()) for i in self.cased.get(key, ())}
+
+    def stems(self, forms: Iterable[str], shortest: int = STEM_LETTERS) -> set[int]:
+        """Word-initial pieces that spell the first ``shortest`` or more letters of a form."""
+        return {i for f in forms for k in range(shortest, len(f)) if (i := self.ids.get(WORD_MARK + f[:k])) is not None}
+
+
 def word_list(language: str, n: int) -> list[str]:
     from mstsb_onnx.export.deps import require
 
@@ -178,12 +203,16 @@ def choose_pieces(vocab: Sequence[tuple[str, float]], keep_ids: Iterable[int], t
         elif no_space and letters <= no_space:
             sel.add("scripts", [i])
     done: set[str] = set()
+    index = _PieceIndex(vocab)
     for code in languages:
         if LANGUAGES[code].wordfreq in done:  # zh-CN and zh-TW share one list
             continue
         done.add(LANGUAGES[code].wordfreq)
-        forms = _forms(words_for(code, words), code)
+        listed = words_for(code, words)
+        forms = _forms(listed, code)
         sel.add("words", _tokenize_all(tokenize, forms))
+        sel.add("case variants", index.case_variants(listed))
+        sel.add("stems", index.stems(f for f in forms if not f.startswith(_CONTEXT) and not f.isupper()))
         log(f"{code}: {len(forms):,} word forms tokenized; {len(sel.ids):,} pieces kept so far")
     if corpus:
         sel.add("corpus", _tokenize_all(tokenize, list(corpus)))

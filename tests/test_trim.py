@@ -240,3 +240,36 @@ def test_card_languages_selection_covers_every_language(standin: Path, sts_data:
     for lang, texts in held_out_sentences(sts_data).items():
         before = [e.tokens for e in tok.encode_batch(texts, add_special_tokens=False)]
         assert exact_share(before, kept) >= MIN_COVERAGE, lang
+
+
+HAND_VOCAB = [("<unk>", 0.0), ("▁iPhone", -8.0), ("▁IPHONE", -9.0), ("iPhone", -9.5), ("▁phone", -7.0),
+              ("▁soruş", -9.0), ("▁soru", -8.0), ("▁so", -5.0), ("▁Soruş", -10.0), ("▁soruşturma", -9.0),
+              ("▁McCain", -11.0), ("▁mccain", -12.0)]
+
+
+def test_case_variants_are_every_cased_spelling_of_a_listed_word() -> None:
+    index = pieces._PieceIndex(HAND_VOCAB)
+    got = {HAND_VOCAB[i][0] for i in index.case_variants(["iphone", "mccain", "phone"])}
+    # lower-case pieces are not case variants: tokenizing the word list keeps those
+    assert got == {"▁iPhone", "▁IPHONE", "iPhone", "▁McCain"}
+
+
+def test_stems_are_word_initial_pieces_of_three_or_more_letters() -> None:
+    index = pieces._PieceIndex(HAND_VOCAB)
+    got = {HAND_VOCAB[i][0] for i in index.stems(["soruşturma", "Soruşturma"])}
+    # "▁so" is too short, the whole word is the word list's own business
+    assert got == {"▁soru", "▁soruş", "▁Soruş"}
+
+
+def test_selection_keeps_case_variants_and_stems_of_listed_words() -> None:
+    vocab = HAND_VOCAB
+    by_piece = {p: i for i, (p, _) in enumerate(vocab)}
+
+    def tokenize(texts: list[str]) -> list[list[int]]:  # each form is one piece when the vocab has it
+        return [[by_piece.get("▁" + t.lstrip('"'), 0)] for t in texts]
+
+    sel = pieces.choose_pieces(vocab, {0}, tokenize, languages=["tr"], words_for=lambda _lang, _n: ["soruşturma", "iphone"])
+    kept = {vocab[i][0] for i in sel.ids}
+    assert {"▁soruşturma", "▁iPhone", "▁IPHONE", "iPhone", "▁soruş", "▁soru", "▁Soruş"} <= kept
+    assert "▁McCain" not in kept and "▁phone" not in kept
+    assert sel.added["case variants"] > 0 and sel.added["stems"] > 0
