@@ -144,24 +144,29 @@ def speed_part(paths: dict[str, Path], data: Path, models_dir: Path, rounds: int
     return out
 
 
+def _provenance(part: dict) -> str:
+    code = part["code"]
+    return f"commit {code['commit'][:12]}{' dirty' if code['dirty'] else ''}, {part['machine']['date']}"
+
+
 def markdown(r: dict) -> str:
-    code = r["code"]
-    lines = [f"Activation scales: per batch, per row, static (`benchmarks/activations.py`, commit {code['commit'][:12]}"
-             f"{' dirty' if code['dirty'] else ''}, {r['machine']['date']}; {r['machine']['cpu']})."]
+    lines = ["Activation scales: per batch, per row, static (`benchmarks/activations.py`)."]
     if "speed" in r:
-        lines += ["", f"Speed: XLM-R-base-shaped int8, 2 threads, {r['rounds']} interleaved rounds; speed = per-batch "
-                  "time / variant time (median of per-round ratios).", "",
+        sp = r["speed"]
+        lines += ["", f"Speed ({_provenance(sp)}; {sp['machine']['cpu']}): XLM-R-base-shaped int8, 2 threads, "
+                  f"{sp['rounds']} interleaved rounds; speed = per-batch time / variant time (median of per-round "
+                  "ratios).", "",
                   "| workload | per batch, ms | per row, ms | static, ms | per-row speed | static speed |",
                   "|---|---|---|---|---|---|"]
-        for label, w in r["speed"].items():
-            ms, sp = w["median_ms"], w["speed"]
+        for label, w in sp["workloads"].items():
+            ms, x = w["median_ms"], w["speed"]
             lines.append(f"| {label} | {ms['per-batch']:.1f} | {ms['per-row']:.1f} | {ms['static']:.1f} | "
-                         f"{sp['per-row']:.2f}x | {sp['static']:.2f}x |")
+                         f"{x['per-row']:.2f}x | {x['static']:.2f}x |")
     if "accuracy" in r:
-        acc = r["accuracy"]
+        acc = r["accuracy"]["variants"]
         groups = list(next(iter(acc.values())))
-        lines += ["", "Accuracy: stand-in, each text alone, cosine to the fp32 export -- worst in the group "
-                  "(mean for real sentences in brackets).", "",
+        lines += ["", f"Accuracy ({_provenance(r['accuracy'])}): stand-in, each text alone, cosine to the fp32 "
+                  "export -- worst in the group (mean for real sentences in brackets).", "",
                   "| text | " + " | ".join(acc) + " |", "|---|" + "---|" * len(acc)]
         for g in groups:
             cells = [f"{acc[v][g]['worst']:.5f}" + (f" ({acc[v][g]['mean']:.5f})" if g.startswith("300") else "")
@@ -182,16 +187,20 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.trim import exported
     from mstsb_onnx.export.provenance import code_revision
 
-    result: dict = {"code": code_revision(), "machine": machine_info(), "rounds": args.rounds}
+    out = RESULTS / "activations.json"
+    # A part run alone replaces only its own section; each section records the code that made it.
+    result: dict = json.loads(out.read_text()) if out.is_file() else {}
+    made = {"code": code_revision(), "machine": machine_info()}
     if "speed" in args.parts:
-        result["speed"] = speed_part(paths_only(str(args.models_dir)), args.data, args.models_dir, args.rounds)
+        result["speed"] = {**made, "rounds": args.rounds,
+                           "workloads": speed_part(paths_only(str(args.models_dir)), args.data, args.models_dir, args.rounds)}
     if "accuracy" in args.parts:
         standin = cached_standin()
-        result["accuracy"] = accuracy_part(exported(standin, args.models_dir / "standin-e5-small-int8"),
-                                           exported(standin, args.models_dir / "standin-e5-small-fp32", quantize="none"),
-                                           args.data, args.models_dir)
+        result["accuracy"] = {**made, "variants": accuracy_part(
+            exported(standin, args.models_dir / "standin-e5-small-int8"),
+            exported(standin, args.models_dir / "standin-e5-small-fp32", quantize="none"), args.data, args.models_dir)}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "activations.json").write_text(json.dumps(result, indent=2) + "\n")
+    out.write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / "activations.md").write_text(markdown(result))
     return 0
 
