@@ -57,14 +57,14 @@ def per_row_copy(int8: Path, out: Path) -> Path:
 def static_copy(int8: Path, out: Path, margin: float | None = None) -> Path:
     """``int8`` with static activation scales calibrated on the built-in probes, as the export does."""
     from mstsb_onnx.export.pipeline import probe_feeds
-    from mstsb_onnx.export.staticquant import DEFAULT_MARGIN, activation_ranges, quantized_inputs, static_activations
+    from mstsb_onnx.export.staticquant import DEFAULT_MARGIN, calibrated_static_activations
     from mstsb_onnx.manifest import read_manifest
 
     m = read_manifest(int8)
 
     def rewrite(model) -> dict:
         feeds = probe_feeds(int8 / "tokenizer.json", m.max_seq_length, int(m.raw.get("pad_token_id", 1)), m.default_prompt)
-        return static_activations(model, activation_ranges(model, quantized_inputs(model), feeds), DEFAULT_MARGIN if margin is None else margin)
+        return calibrated_static_activations(model, feeds, DEFAULT_MARGIN if margin is None else margin)
 
     return _rewritten_copy(int8, out, rewrite, "static")
 
@@ -97,6 +97,7 @@ def accuracy_part(standin_int8: Path, standin_fp32: Path, data: Path, work: Path
     from benchmarks.bench import load_sample
     from mstsb_onnx import Embedder
     from mstsb_onnx.probes import edge_cases
+    from mstsb_onnx.similarity import unit_rows
 
     groups = {**OUT_OF_DISTRIBUTION, "probe edge cases": list(edge_cases().values()),
               "300 real sentences": load_sample(data, 300, seed=1)}
@@ -109,14 +110,10 @@ def accuracy_part(standin_int8: Path, standin_fp32: Path, data: Path, work: Path
     out: dict = {}
     for name, folder in variants.items():
         e = Embedder(folder, threads=2)
-        cos = {g: np.sum(_unit(e.encode(t, batch_size=1)) * _unit(want[g]), axis=1) for g, t in groups.items()}
+        cos = {g: np.sum(unit_rows(e.encode(t, batch_size=1)) * unit_rows(want[g]), axis=1) for g, t in groups.items()}
         out[name] = {g: {"worst": float(c.min()), "mean": float(c.mean())} for g, c in cos.items()}
         print(name, {g: round(v["worst"], 5) for g, v in out[name].items()}, flush=True)
     return out
-
-
-def _unit(x: np.ndarray) -> np.ndarray:
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def speed_part(paths: dict[str, Path], data: Path, models_dir: Path, rounds: int) -> dict:

@@ -26,7 +26,7 @@ import numpy as np
 
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.export.rowquant import per_row_activations
-from mstsb_onnx.export.staticquant import DEFAULT_MARGIN, activation_ranges, quantized_inputs, static_activations
+from mstsb_onnx.export.staticquant import DEFAULT_MARGIN, calibrated_static_activations
 
 
 @dataclass(frozen=True)
@@ -138,9 +138,7 @@ def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig,
     elif config.activations == "static":
         if calibration is None:
             raise ValueError("static activation scales need calibration feeds")
-        # Ranges as the int8 graph itself produces them: what its quantizers will see at run time.
-        ranges = activation_ranges(model, quantized_inputs(model), calibration)
-        report["static"] = static_activations(model, ranges, config.static_margin)
+        report["static"] = calibrated_static_activations(model, calibration, config.static_margin)
     elif config.activations != "per-tensor":
         raise ValueError(f"unknown activation quantization {config.activations!r}")
     if config.embedding == "int8-per-row":

@@ -59,6 +59,10 @@ def consumers(graph) -> dict[str, list]:
     return out
 
 
+def producers(graph) -> dict[str, object]:
+    return {o: n for n in graph.node for o in n.output}
+
+
 def scale_chain(mmi, cons: dict, producer: dict, act_scales: set[str]) -> tuple[list, str, str]:
     """``MatMulInteger -> Cast -> Mul(act scale x column scale)`` as quantize_dynamic writes it.
 
@@ -92,7 +96,7 @@ def per_row_activations(model) -> dict[str, int]:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    cons, producer = consumers(graph), {o: n for n in graph.node for o in n.output}
+    cons, producer = consumers(graph), producers(graph)
     quantizers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
     row_scales = {n.output[1] for n in quantizers}
     replace: dict[str, list] = {}

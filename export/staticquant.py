@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mstsb_onnx.export.rowquant import consumers, scale_chain
+from mstsb_onnx.export.rowquant import consumers, producers, scale_chain
 from mstsb_onnx.export.smooth import run_collecting
 
 # The calibrated range is widened by this factor on both sides (docs/int8-recipe.md: measured).
@@ -91,7 +91,7 @@ def static_activations(model, ranges: dict[str, tuple[float, float]], margin: fl
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    cons, producer = consumers(graph), {o: n for n in graph.node for o in n.output}
+    cons, producer = consumers(graph), producers(graph)
     quantizers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
     replace: dict[str, list] = {}
     for node in quantizers:
@@ -116,3 +116,12 @@ def static_activations(model, ranges: dict[str, tuple[float, float]], margin: fl
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return {"static_quantizers": len(quantizers), "matmuls": len(matmuls), "margin": margin}
+
+
+def calibrated_static_activations(model, calibration: Iterable[dict[str, np.ndarray]],
+                                  margin: float = DEFAULT_MARGIN) -> dict[str, object]:
+    """Measure the quantized activations' ranges on ``calibration`` and rewrite ``model`` in place.
+
+    The ranges are taken from ``model`` itself, before the rewrite: what its quantizers see at run time.
+    """
+    return static_activations(model, activation_ranges(model, quantized_inputs(model), calibration), margin)
