@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 MODEL ?=
 DATA ?= ../shared/data/mstsb
 PEERS_VENV ?= models/.peers-venv
+OVEP_VENV := models/.ovep-venv
 
 .PHONY: venv test test-fast demo serve standin eval bench load clean
 
@@ -44,6 +45,9 @@ bench: venv
 	# The peers (OpenVINO, CTranslate2) run in their own venv, never the runtime's.
 	test -x $(PEERS_VENV)/bin/python || $(BIN)/python -c "from benchmarks.peers import setup_venv; from pathlib import Path; setup_venv(Path('$(PEERS_VENV)'))"
 	$(PEERS_VENV)/bin/python -m benchmarks.peers --data $(DATA)/sentences-unscored.csv
+	# onnxruntime-openvino replaces onnxruntime, so its EP gets a third venv.
+	test -x $(OVEP_VENV)/bin/python || $(BIN)/python -m benchmarks.ovep --setup
+	$(OVEP_VENV)/bin/python -m benchmarks.ovep --data $(DATA)/sentences-unscored.csv
 	# RESULTS.md again, now with the Ray table just measured (bench.py wrote it before bench_ray ran).
 	$(BIN)/python -m benchmarks.bench --data $(DATA)/sentences-unscored.csv --parts report
 

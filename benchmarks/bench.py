@@ -359,6 +359,7 @@ def markdown(r: dict) -> str:
                      f"{'' if size is None else f'{size:.0f}'} | {_fmt(cold.get('median'))} | {_fmt(cold.get('to_exit_median'))} |")
     lines += ["", "![latency](results/latency_vs_tokens.png)", "", "![throughput](results/throughput_vs_batch.png)", ""]
     for name, title in (("peers.md", "Against OpenVINO and CTranslate2 (`benchmarks/peers.py`)"),
+                        ("ovep.md", "onnxruntime's OpenVINO execution provider (`benchmarks/ovep.py`)"),
                         ("activations.md", "Batch-invariant int8: per-row and static activation scales (`benchmarks/activations.py`)"),
                         ("trim.md", "Vocabulary trims: size, cold start, memory, speed (`benchmarks/trim.py`)"),
                         ("trim-sts.md", "Vocabulary trims: 31 STS tasks (`benchmarks/trim.py`)"),

@@ -44,6 +44,10 @@ def session_options(threads: int | None = None, spin: bool = True) -> ort.Sessio
     so.enable_mem_pattern = False
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    # On x64 CPUs without VNNI (AVX2, plain AVX-512) the u8s8 int8 kernels saturate int16 sums and
+    # return wrong vectors; this rewrites those GEMMs to u8u8 there and is a no-op on VNNI CPUs
+    # (onnxruntime PR #12088; cost and effect in docs/performance.md).
+    so.add_session_config_entry("session.x64quantprecision", "1")
     return so
 
 
