@@ -22,14 +22,13 @@ this file only. Writes ``benchmarks/results/ovep.{json,md}``.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks.peers import RESULTS, THREADS, Encode, same_function, summarize, timed
+from benchmarks.peers import THREADS, Encode, same_function, summarize, timed, write_results
 
 HERE = Path(__file__).resolve().parent
 OVEP_VENV = "models/.ovep-venv"
@@ -150,10 +149,7 @@ def main(argv: list[str] | None = None) -> int:
                  "1x128": (fixed_texts(folders, 128, 1), 1)}
     result = {"code": code, "machine": machine_info(), "onnxruntime": ort.__version__, "rounds": args.rounds,
               "same_function": checked, "workloads": summarize(timed(engines, workloads, args.rounds), workloads)}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "ovep.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "ovep.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results("ovep", result, markdown)
     return 0
 
 

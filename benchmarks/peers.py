@@ -308,6 +308,15 @@ def gemm_floors(rounds: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def write_results(stem: str, result: dict, render: Callable[[dict], str]) -> None:
+    """``results/<stem>.json`` and its rendering ``results/<stem>.md``, which is also printed."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = render(result)
+    (RESULTS / f"{stem}.md").write_text(text)
+    print(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.peers", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="sentences-unscored.csv")
@@ -334,10 +343,7 @@ def main(argv: list[str] | None = None) -> int:
               "process": per_process(paths, fixed_texts(paths, 128, 32), args.process_rounds),
               "gemm_floors_ms": gemm_floors(args.rounds),
               "models": {k: str(v) for k, v in paths.items()}}
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "peers.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "peers.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results("peers", result, markdown)
     return 0
 
 
