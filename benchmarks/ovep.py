@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.peers import THREADS, Encode, same_function, summarize, timed, write_results
+from benchmarks.peers import THREADS, Batches, Encode, same_function, summarize, timed, write_results
 
 HERE = Path(__file__).resolve().parent
 OVEP_VENV = "models/.ovep-venv"
@@ -58,15 +58,13 @@ def qdq_graph(fp32: Path, out: Path, calibration: list[str]) -> Path:
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from mstsb_onnx.manifest import sha256_file
-    from mstsb_onnx.tokenizer import Tokenizer
 
     model, marker = out / "model.onnx", out / "made-from.txt"
     source = sha256_file(fp32 / "model.onnx")
     if model.is_file() and marker.is_file() and marker.read_text() == source:
         return model
-    tok = Tokenizer.from_file(fp32 / "tokenizer.json", 128, 1)
-    feeds = [{"input_ids": np.asarray([ids], np.int64), "attention_mask": np.ones((1, len(ids)), np.int64)}
-             for ids in tok.encode(calibration)]
+    batches = Batches(fp32 / "tokenizer.json")  # one text per feed, as the OpenVINO peer is calibrated
+    feeds = [{"input_ids": ids, "attention_mask": mask} for _, ids, mask in batches(calibration, 1)]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -85,20 +83,17 @@ def qdq_graph(fp32: Path, out: Path, calibration: list[str]) -> Path:
 
 def engine(spec: tuple[str, str, str], folders: dict[str, Path], graphs: dict[str, Path]) -> Encode:
     """``Embedder`` over graph ``spec[1]`` on provider ``spec[2]``, with folder ``spec[0]``'s tokenizer and manifest."""
-    import onnxruntime as ort
-
     from mstsb_onnx import Embedder
     from mstsb_onnx.manifest import read_manifest
-    from mstsb_onnx.session import DISABLED_OPTIMIZERS, session_options
+    from mstsb_onnx.session import make_session
     from mstsb_onnx.tokenizer import Tokenizer
 
     folder_key, graph_key, provider = spec
     folder, manifest = folders[folder_key], read_manifest(folders[folder_key])
     providers = [(OV, {"device_type": "CPU", "num_of_threads": str(THREADS)}), CPU] if provider == OV else [CPU]
-    session = ort.InferenceSession(str(graphs[graph_key]), session_options(THREADS), providers=providers,
-                                   disabled_optimizers=list(DISABLED_OPTIMIZERS))
-    tokenizer = Tokenizer.from_file(folder / "tokenizer.json", manifest.max_seq_length, 1)
-    emb = Embedder.from_parts(tokenizer, session, manifest, path=folder)
+    tokenizer = Tokenizer.from_file(folder / "tokenizer.json", manifest.max_seq_length,
+                                    int(manifest.raw.get("pad_token_id", 1)))
+    emb = Embedder.from_parts(tokenizer, make_session(graphs[graph_key], THREADS, providers), manifest, path=folder)
     return lambda texts, bs: emb.encode(texts, batch_size=bs)
 
 

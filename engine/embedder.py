@@ -26,7 +26,7 @@ from mstsb_onnx.inputs import as_text, as_text_list, is_count
 from mstsb_onnx.manifest import Manifest, Verify, read_manifest, verify_files
 from mstsb_onnx.precision import check_precision, quantize
 from mstsb_onnx.progress import batch_bar
-from mstsb_onnx.session import make_session
+from mstsb_onnx.session import Provider, make_session
 from mstsb_onnx.similarity import cosine_similarity, unit_rows
 from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch
 
@@ -60,7 +60,7 @@ class Embedder:
         self,
         path: str | os.PathLike[str],
         threads: int | None = None,
-        providers: Sequence[str] | None = None,
+        providers: Sequence[Provider] | None = None,
         *,
         verify: Verify = "cached",
         spin: bool = True,

@@ -21,6 +21,9 @@ from mstsb_onnx.cpus import available_cpus
 from mstsb_onnx.errors import ModelFolderError
 from mstsb_onnx.inputs import is_count
 
+# An execution provider's name, or (name, its options) as onnxruntime.InferenceSession takes them.
+Provider = str | tuple[str, dict[str, str]]
+
 # Graph rewrites we turn off: onnxruntime's CPU SkipLayerNormalization is slower than the
 # Add + LayerNormalization it would replace (docs/performance.md, "What won").
 DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
@@ -54,7 +57,7 @@ def session_options(threads: int | None = None, spin: bool = True) -> ort.Sessio
 def make_session(
     model_path: Path,
     threads: int | None = None,
-    providers: Sequence[str] | None = None,
+    providers: Sequence[Provider] | None = None,
     spin: bool = True,
     entering: threading.Event | None = None,
 ) -> ort.InferenceSession:
@@ -75,11 +78,13 @@ def make_session(
         entering.set()
 
 
-def _create(model_path: Path, threads: int | None, providers: Sequence[str] | None, spin: bool) -> ort.InferenceSession:
+def _create(model_path: Path, threads: int | None, providers: Sequence[Provider] | None,
+            spin: bool) -> ort.InferenceSession:
     if isinstance(providers, str):  # one name; list() would split it into characters
         providers = [providers]
     providers = list(providers) if providers else ["CPUExecutionProvider"]
-    unknown = [p for p in providers if p not in ort.get_available_providers()]
+    names = [p if isinstance(p, str) else p[0] for p in providers]  # (name, options) pairs as onnxruntime takes them
+    unknown = [n for n in names if n not in ort.get_available_providers()]
     if unknown:
         raise ValueError(
             f"execution provider(s) {unknown} are not available in this onnxruntime build; "

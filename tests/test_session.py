@@ -8,6 +8,7 @@ import threading
 import traceback
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mstsb_onnx import cpus, session
@@ -48,11 +49,23 @@ def test_bad_thread_counts(bad) -> None:
         session.session_options(threads=bad)
 
 
-def test_unknown_provider(tiny_int8: Path) -> None:
+@pytest.mark.parametrize("providers", [["NoSuchExecutionProvider"], [("NoSuchExecutionProvider", {"x": "1"})]],
+                         ids=["name", "name-options"])
+def test_unknown_provider(tiny_int8: Path, providers: list) -> None:
     from mstsb_onnx import Embedder
 
     with pytest.raises(ValueError, match="NoSuchExecutionProvider"):
-        Embedder(tiny_int8, providers=["NoSuchExecutionProvider"])
+        Embedder(tiny_int8, providers=providers)
+
+
+def test_provider_with_options(tiny_int8: Path) -> None:
+    """(name, options) pairs, as onnxruntime takes them, pass the availability check by their name."""
+    from mstsb_onnx import Embedder
+
+    paired = Embedder(tiny_int8, providers=[("CPUExecutionProvider", {"arena_extend_strategy": "kSameAsRequested"})])
+    assert paired.session.get_providers() == ["CPUExecutionProvider"]
+    texts = ["hola mundo", "a longer sentence to embed"]
+    np.testing.assert_array_equal(paired.encode(texts), Embedder(tiny_int8).encode(texts))
 
 
 @pytest.mark.parametrize("disabled, fused", [(session.DISABLED_OPTIMIZERS, False), ((), True)], ids=["ours", "ort-default"])
