@@ -1,4 +1,6 @@
-"""How many cores this process may use: the affinity mask, capped by the cgroup CPU quota.
+"""What this CPU offers the runtime: usable cores, and whether its int8 kernels may saturate.
+
+Cores: the affinity mask, capped by the cgroup CPU quota.
 
 onnxruntime and ``os.cpu_count()`` see the machine's cores; a container limited to 2 CPUs on a
 64-core host would start 64 threads. Pure standard library, so the CLI and the server's config
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 from pathlib import Path
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
@@ -41,3 +44,28 @@ def available_cpus() -> int:
     if limit is not None:
         n = min(n, max(1, math.ceil(limit)))
     return max(1, n)
+
+
+CPUINFO = Path("/proc/cpuinfo")
+# Instructions with which onnxruntime's x64 u8s8 kernels accumulate in int32 (no int16 saturation).
+_INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def u8s8_may_saturate(cpuinfo: Path = CPUINFO, machine: str | None = None) -> bool:
+    """True where onnxruntime's x64 u8s8 int8 GEMMs may saturate: x86-64 without VNNI or AMX.
+
+    Those kernels sum pairs of products in int16 (``vpmaddubsw``). When ``/proc/cpuinfo`` cannot
+    be read on an x86-64 machine the answer is True: the precise kernels are slower, never wrong.
+    Other architectures (ARM) have no such kernels.
+    """
+    machine = (machine or platform.machine()).lower()
+    if machine not in {"x86_64", "amd64", "x64"}:
+        return False
+    try:
+        text = cpuinfo.read_text(errors="replace")
+    except OSError:
+        return True
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return not (_INT8_DOT_FLAGS & set(line.partition(":")[2].split()))
+    return True

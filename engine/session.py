@@ -17,7 +17,7 @@ from types import FrameType
 import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
 
-from mstsb_onnx.cpus import available_cpus
+from mstsb_onnx.cpus import available_cpus, u8s8_may_saturate
 from mstsb_onnx.errors import ModelFolderError
 from mstsb_onnx.inputs import is_count
 
@@ -48,9 +48,10 @@ def session_options(threads: int | None = None, spin: bool = True) -> ort.Sessio
     so.log_severity_level = 3
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     # On x64 CPUs without VNNI (AVX2, plain AVX-512) the u8s8 int8 kernels saturate int16 sums and
-    # return wrong vectors; this rewrites those GEMMs to u8u8 there and is a no-op on VNNI CPUs
-    # (onnxruntime PR #12088; cost and effect in docs/performance.md).
-    so.add_session_config_entry("session.x64quantprecision", "1")
+    # return wrong vectors; this rewrites those GEMMs to u8u8 (onnxruntime PR #12088). On VNNI and
+    # AMX CPUs it changes no output but slows int8 1.6-3x, so it is set only where it is needed
+    # (cost and effect in docs/performance.md).
+    so.add_session_config_entry("session.x64quantprecision", "1" if u8s8_may_saturate() else "0")
     return so
 
 
