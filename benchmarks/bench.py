@@ -232,20 +232,16 @@ def fixed_texts(paths: dict[str, Path], n_tokens: int, n_texts: int) -> list[str
 def machine_info() -> dict:
     import importlib.metadata as md
 
+    from mstsb_onnx.cpus import available_cpus, cpu_fields
+
+    fields = cpu_fields()  # the first processor's entries; empty where /proc/cpuinfo is unreadable
     cpu = "unknown"
-    try:
-        fields: dict[str, str] = {}  # the first processor's entries
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
+    if fields:
         # A VM's model name can be as bare as "AMD EPYC"; family and model tell the generation
         # (AMD family 25 = Zen 3/4, 26 = Zen 5).
         cpu = f"{fields.get('model name', 'unknown')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
-        flags = set(fields.get("flags", "").split())
-        isa = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2", "amx_int8") if f in flags]
-    except OSError:
-        isa = []
-    from mstsb_onnx.cpus import available_cpus
+    flags = set(fields.get("flags", "").split())
+    isa = [f for f in ("avx512_vnni", "avx_vnni", "avx512f", "avx2", "amx_int8") if f in flags]
 
     versions = {}
     for dist in ("onnxruntime", "torch", "transformers", "sentence-transformers", "optimum-onnx", "tokenizers", "numpy"):

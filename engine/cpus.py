@@ -9,10 +9,13 @@ can ask without loading onnxruntime.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -51,21 +54,34 @@ CPUINFO = Path("/proc/cpuinfo")
 _INT8_DOT_FLAGS = frozenset({"avx512_vnni", "avx_vnni", "amx_int8"})
 
 
+@functools.lru_cache(maxsize=8)
+def cpu_fields(cpuinfo: Path = CPUINFO) -> Mapping[str, str]:
+    """The first processor's entries in ``/proc/cpuinfo`` (empty where it cannot be read).
+
+    Read once per process: every session's options ask, and the CPU does not change.
+    """
+    fields: dict[str, str] = {}
+    try:
+        with cpuinfo.open(encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():  # the blank line after the first processor's block
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return MappingProxyType({})
+    return MappingProxyType(fields)
+
+
 def u8s8_may_saturate(cpuinfo: Path = CPUINFO, machine: str | None = None) -> bool:
     """True where onnxruntime's x64 u8s8 int8 GEMMs may saturate: x86-64 without VNNI or AMX.
 
     Those kernels sum pairs of products in int16 (``vpmaddubsw``). When ``/proc/cpuinfo`` cannot
-    be read on an x86-64 machine the answer is True: the precise kernels are slower, never wrong.
-    Other architectures (ARM) have no such kernels.
+    be read, or has no flags, on an x86-64 machine the answer is True: the precise kernels are
+    slower, never wrong. Other architectures (ARM) have no such kernels.
     """
     machine = (machine or platform.machine()).lower()
     if machine not in {"x86_64", "amd64", "x64"}:
         return False
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
-        return True
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return not (_INT8_DOT_FLAGS & set(line.partition(":")[2].split()))
-    return True
+    flags = cpu_fields(cpuinfo).get("flags")
+    return flags is None or not (_INT8_DOT_FLAGS & set(flags.split()))
