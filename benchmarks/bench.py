@@ -294,6 +294,7 @@ def provenance(paths: dict[str, Path]) -> dict:
     for name in ("int8", "fp32"):
         m = read_manifest(paths[name])
         exports[name] = {"recipe": m.recipe_name, "quantization": m.quantization_mode,
+                         "activations": m.raw.get("quantization", {}).get("activations"),
                          "exporter": m.raw.get("exporter")}
     return {"code": code_revision(), "exports": exports}
 
@@ -304,7 +305,13 @@ def _provenance_line(r: dict) -> str:
         return "Code: not recorded (a run from before results recorded their commit)."
     code, int8 = p["code"], p["exports"]["int8"]
     dirty = " (uncommitted changes)" if code.get("dirty") else ""
-    return f"Code: commit {str(code.get('commit'))[:12]}{dirty}; int8 export recipe `{int8['recipe']}`."
+    return (f"Code: commit {str(code.get('commit'))[:12]}{dirty}; int8 export recipe `{int8['recipe']}`, "
+            f"activation scales {timed_activations(r)}.")
+
+
+def timed_activations(r: dict) -> str:
+    """How the timed int8 export scaled activations; runs that did not record it used per-tensor, then the only default."""
+    return (r.get("provenance") or {}).get("exports", {}).get("int8", {}).get("activations") or "per-tensor"
 
 
 def markdown(r: dict) -> str:
@@ -387,7 +394,8 @@ def headline(r: dict, sts: dict) -> str:
     sp = {c: tp[c]["median"] for c in cols}
     ms = {c: 1000 * lat[c]["median"] for c in cols}
     summary = sts["summary"]
-    acc = {BASELINE: 100 * summary["torch fp32"]["avg_spearman"], OURS: 100 * summary["ONNX int8"]["avg_spearman"]}
+    column = "ONNX int8 per-row" if timed_activations(r) == "per-row" else "ONNX int8"  # the timed export's kind
+    acc = {BASELINE: 100 * summary["torch fp32"]["avg_spearman"], OURS: 100 * summary[column]["avg_spearman"]}
     lines = [
         HEADLINE_START,
         f"| {t} threads, XLM-R-base-shaped model | torch fp32 (sentence-transformers) | sentence-transformers ONNX int8 | ours int8 |",
@@ -400,7 +408,7 @@ def headline(r: dict, sts: dict) -> str:
         row("31 STS tasks, avg Spearman x 100 (stand-in, dev half)", acc, ".2f", f" ({acc[OURS] - acc[BASELINE]:+.2f})"),
         "",
         f"Speed from the run of {r['speed_measured'][:16].replace('T', ' ')} on {r['machine']['cpu']} "
-        f"({r['machine']['cores_available']} cores); accuracy from `make eval`. "
+        f"({r['machine']['cores_available']} cores), int8 activation scales {timed_activations(r)}; accuracy from `make eval`. "
         "Full tables: [benchmarks/RESULTS.md](benchmarks/RESULTS.md), "
         "[benchmarks/results/sts-dev.md](benchmarks/results/sts-dev.md).",
         HEADLINE_END,

@@ -215,10 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--layout", choices=["auto", "sequence-first", "batch-first"], default="auto",
                    help="activation layout traced into the graph: auto (default) is sequence-first for "
                         "BERT-family encoders (fewer transposes in attention), else batch-first")
-    e.add_argument("--activations", choices=["per-row", "per-tensor", "static"], default="per-tensor",
-                   help="int8 activation scales: per-tensor (default: one per batch, so a text's vector moves "
-                        "slightly with its batch-mates), per-row (one per token) or static (constants "
-                        "calibrated at export); per-row and static give the same vector in any batch")
+    e.add_argument("--activations", choices=["per-row", "per-tensor", "static"], default="per-row",
+                   help="int8 activation scales: per-row (default: one per token, so a text gets the same "
+                        "vector in any batch), per-tensor (one per batch: faster, but a text's vector moves "
+                        "slightly with its batch-mates) or static (constants calibrated at export)")
     e.add_argument("--languages", metavar="CODES", help="trim the vocabulary to these languages after export "
                                                         "(as `mstsb-onnx trim`): " + _LANGUAGES)
     e.add_argument("--corpus", metavar="FILE", help="trim: also keep the pieces this UTF-8 text file uses")

@@ -25,8 +25,9 @@ from mstsb_onnx.inputs import is_count
 Provider = str | tuple[str, dict[str, str]]
 
 # Graph rewrites we turn off: onnxruntime's CPU SkipLayerNormalization is slower than the
-# Add + LayerNormalization it would replace (docs/performance.md, "What won").
-DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+# Add + LayerNormalization it would replace, and its BiasGelu slower than Add + Gelu
+# (docs/performance.md, "What won").
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion", "BiasGeluFusion")
 
 
 def session_options(threads: int | None = None, spin: bool = True) -> ort.SessionOptions:

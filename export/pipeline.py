@@ -66,7 +66,7 @@ RECIPES = (
 )
 RECIPE_CHOICES = ("auto", *(r.name for r in RECIPES))
 ACTIVATIONS = ("per-row", "per-tensor", "static")
-DEFAULT_ACTIVATIONS = "per-tensor"
+DEFAULT_ACTIVATIONS = "per-row"
 
 Log = Callable[[str], None]
 
@@ -220,9 +220,9 @@ def export_model(
     ``int8_recipe="auto"`` tries ``RECIPES`` in order and ships the first that passes parity
     (the manifest records which, and why earlier ones were rejected); a recipe's name tries only it.
     ``layout`` is the activation layout traced into the graph (``graph.LAYOUTS``). ``activations``
-    is how int8 activations are scaled: "per-row" (one scale per token) or "static" (constants
-    calibrated at export) -- with either, a text's vector does not depend on its batch-mates -- or
-    "per-tensor" (one per batch). ``languages`` / ``corpus``
+    is how int8 activations are scaled: "per-row" (the default: one scale per token) or "static"
+    (constants calibrated at export) -- with either, a text's vector does not depend on its
+    batch-mates -- or "per-tensor" (one per batch, faster). ``languages`` / ``corpus``
     trim the vocabulary afterwards (``trim.trim_folder``): only the trimmed folder is written.
     """
     if quantize not in QUANTIZE_MODES:

@@ -39,7 +39,7 @@ class QuantConfig:
     exclude: tuple[str, ...] = ()
     # "per-tensor": onnxruntime's dynamic scale per batch; "per-row": one per token (``rowquant``);
     # "static": constants calibrated at export (``staticquant``), the range widened by static_margin.
-    activations: str = "per-tensor"
+    activations: str = "per-row"
     static_margin: float = DEFAULT_MARGIN
 
     def to_dict(self) -> dict:

@@ -21,34 +21,54 @@ from __future__ import annotations
 import numpy as np
 
 ZERO_POINT = "rowquant_zero_point_128"
+AXES = "rowquant_last_axis"
 _CONSTANTS = {"rowquant_eps": 1e-8, "rowquant_127": 127.0, "rowquant_one": 1.0}
 
 
-def _row_quantize_nodes(x: str, q: str, scale: str, prefix: str) -> list:
-    """x [..., K] float -> q uint8 and scale [..., 1] float (symmetric, per row).
+def _row_quantize_nodes(x: str, q: str, scale: str, prefix: str, width: int) -> list:
+    """x [..., width] float -> q uint8 and scale [..., 1] float (symmetric, per row).
 
-    The quantizing itself is one per-axis ``QuantizeLinear`` over the 2-D view of ``x`` (one scale
-    and one zero point of 128 per row): the same values as dividing, rounding, shifting, clipping
-    and casting in five elementwise passes, in one vectorized pass.
+    The quantizing itself is one blocked ``QuantizeLinear`` (opset 21) whose block is the whole
+    row: onnxruntime runs it in parallel over rows with its vectorized kernel, and no reshape to a
+    2-D view (about six shape operators per activation) is needed.
     """
     from onnx import TensorProto, helper
 
-    t = {k: prefix + k for k in ("hi", "lo", "nlo", "amax", "x2", "s1", "shape", "sshape", "zp", "q2", "xshape")}
+    t = {k: prefix + k for k in ("hi", "lo", "nlo", "amax", "sshape", "zp")}
     return [
-        helper.make_node("ReduceMax", [x], [t["hi"]], axes=[-1], keepdims=1, name=t["hi"]),
-        helper.make_node("ReduceMin", [x], [t["lo"]], axes=[-1], keepdims=1, name=t["lo"]),
+        helper.make_node("ReduceMax", [x, AXES], [t["hi"]], keepdims=1, name=t["hi"]),
+        helper.make_node("ReduceMin", [x, AXES], [t["lo"]], keepdims=1, name=t["lo"]),
         helper.make_node("Neg", [t["lo"]], [t["nlo"]], name=t["nlo"]),
         helper.make_node("Max", [t["hi"], t["nlo"], "rowquant_eps"], [t["amax"]], name=t["amax"]),
         helper.make_node("Div", [t["amax"], "rowquant_127"], [scale], name=prefix + "scale"),
-        helper.make_node("Flatten", [x], [t["x2"]], axis=-1, name=t["x2"]),
-        helper.make_node("Reshape", [scale, "rowquant_flat"], [t["s1"]], name=t["s1"]),
-        helper.make_node("Shape", [t["s1"]], [t["sshape"]], name=t["sshape"]),
+        # The zero point has the scale's shape (one per row), all 128.
+        helper.make_node("Shape", [scale], [t["sshape"]], name=t["sshape"]),
         helper.make_node("ConstantOfShape", [t["sshape"]], [t["zp"]], name=t["zp"],
                          value=helper.make_tensor("v", TensorProto.UINT8, [1], [128])),
-        helper.make_node("QuantizeLinear", [t["x2"], t["s1"], t["zp"]], [t["q2"]], axis=0, name=t["q2"]),
-        helper.make_node("Shape", [x], [t["xshape"]], name=t["xshape"]),
-        helper.make_node("Reshape", [t["q2"], t["xshape"]], [q], name=prefix + "q"),
+        helper.make_node("QuantizeLinear", [x, scale, t["zp"]], [q], axis=-1, block_size=width, name=prefix + "q"),
     ]
+
+
+def _to_opset_21(model) -> None:
+    """Raise the default domain to opset 21 (blocked QuantizeLinear) without changing any node's meaning.
+
+    Between 17 and 21 the one change that matters to an existing graph is that the Reduce
+    operators other than ReduceSum take ``axes`` as an input (opset 18); every other change adds
+    types or attributes.
+    """
+    from onnx import numpy_helper
+
+    (default,) = [o for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if default.version >= 21:
+        return
+    default.version = 21
+    for node in model.graph.node:
+        axes = [a for a in node.attribute if a.name == "axes"]
+        if node.domain in ("", "ai.onnx") and node.op_type.startswith("Reduce") and node.op_type != "ReduceSum" and axes:
+            name = f"{node.name}_axes"
+            model.graph.initializer.append(numpy_helper.from_array(np.array(list(axes[0].ints), np.int64), name))
+            node.attribute.remove(axes[0])
+            node.input.insert(1, name)
 
 
 def consumers(graph) -> dict[str, list]:
@@ -91,28 +111,51 @@ def _matmul_nodes(mmi, cons: dict, producer: dict, row_scales: set[str]) -> tupl
     return nodes, {n.name for n in gone}
 
 
+def _name_unnamed(graph) -> None:
+    taken = {n.name for n in graph.node}
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = next(f"{node.op_type}_{i}_{k}" for k in range(len(taken) + 1) if f"{node.op_type}_{i}_{k}" not in taken)
+            taken.add(node.name)
+
+
+def _row_width(quantizer, cons: dict, weights: dict[str, tuple]) -> int:
+    """The quantized activation's row length: K of the int8 weights every reader multiplies it by."""
+    from mstsb_onnx.errors import ExportError
+
+    widths = {weights[n.input[1]][0] for n in cons[quantizer.output[0]] if n.op_type == "MatMulInteger" and n.input[1] in weights}
+    if len(widths) != 1:
+        raise ExportError(f"per-row activations: cannot tell the row length of {quantizer.name!r}'s input "
+                          f"(its MatMulInteger weights have K = {sorted(widths)}); export with --activations per-batch")
+    return widths.pop()
+
+
 def per_row_activations(model) -> dict[str, int]:
     """Rewrite, in place, every ``DynamicQuantizeLinear`` and the ``MatMulInteger`` chains it feeds."""
     from onnx import helper, numpy_helper
 
     graph = model.graph
+    _name_unnamed(graph)  # nodes are matched by name below
     cons, producer = consumers(graph), producers(graph)
+    weights = {i.name: tuple(i.dims) for i in graph.initializer}
     quantizers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
     row_scales = {n.output[1] for n in quantizers}
     replace: dict[str, list] = {}
     dropped: set[str] = set()
-    for node in quantizers:
-        replace[node.name] = _row_quantize_nodes(node.input[0], node.output[0], node.output[1], node.name + "_rowquant_")
     matmuls = [n for n in graph.node if n.op_type == "MatMulInteger" and n.input[0] in {q.output[0] for q in quantizers}]
+    for node in quantizers:
+        width = _row_width(node, cons, weights)
+        replace[node.name] = _row_quantize_nodes(node.input[0], node.output[0], node.output[1], node.name + "_rowquant_", width)
     for mmi in matmuls:
         replace[mmi.name], gone = _matmul_nodes(mmi, cons, producer, row_scales)
         dropped |= gone
     graph.initializer.extend([numpy_helper.from_array(np.array(128, np.uint8), ZERO_POINT)]
                              + [numpy_helper.from_array(np.array(v, np.float32), k) for k, v in _CONSTANTS.items()]
-                             + [numpy_helper.from_array(np.array([-1], np.int64), "rowquant_flat")])
+                             + [numpy_helper.from_array(np.array([-1], np.int64), AXES)])
     nodes = [m for n in graph.node if n.name not in dropped for m in replace.get(n.name, [n])]
     del graph.node[:]
     graph.node.extend(nodes)
+    _to_opset_21(model)
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
     return {"row_quantizers": len(quantizers), "matmuls": len(matmuls)}

@@ -35,6 +35,22 @@ def test_folder_and_manifest(tiny_int8: Path, tiny_fp32: Path, mode: str) -> Non
     assert {"en", "ar", "zh-TW", "edge"} <= set(groups)
     if mode == "int8":
         assert m["quantization"]["embedding_table"]["rows"] > 0
+        # The default: one activation scale per row, so no per-batch quantizer is left in the graph.
+        assert m["quantization"]["activations"] == "per-row"
+        assert m["quantization"]["per_row"]["row_quantizers"] > 0
+
+
+def test_default_int8_graph_quantizes_each_row_alone(tiny_int8: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(tiny_int8 / "model.onnx"))
+    ops = [n.op_type for n in model.graph.node]
+    assert "DynamicQuantizeLinear" not in ops
+    quantizers = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
+    # Blocked QuantizeLinear (opset 21) whose block is the whole last axis: one scale per row.
+    assert quantizers and all({a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}["axis"] == -1
+                              for n in quantizers)
+    assert {o.version for o in model.opset_import if o.domain in ("", "ai.onnx")} == {21}
 
 
 @pytest.mark.parametrize("mode", ["int8", "none"])
@@ -183,7 +199,10 @@ def test_failed_parity_leaves_nothing(tiny_src: Path, tmp_path: Path, monkeypatc
 
 
 def _down_projections(folder: Path) -> tuple[int, int]:
-    """(fp32 MatMuls, int8 MatMulIntegers) whose constant weight shrinks (K > N) in a shipped graph."""
+    """(fp32 MatMuls, int8 MatMuls) whose constant weight shrinks (K > N) in a shipped graph.
+
+    int8 is MatMulInteger (per-batch scales) or MatMulIntegerToFloat (per-row, the default).
+    """
     import onnx
     from onnx import numpy_helper
 
@@ -195,7 +214,7 @@ def _down_projections(folder: Path) -> tuple[int, int]:
         return len(shape) == 2 and shape[0] > shape[1] and "outlier" not in node.name
 
     return (sum(n.op_type == "MatMul" and shrinks(n) for n in graph.node),
-            sum(n.op_type == "MatMulInteger" and shrinks(n) for n in graph.node))
+            sum(n.op_type in ("MatMulInteger", "MatMulIntegerToFloat") and shrinks(n) for n in graph.node))
 
 
 def test_int8_falls_back_to_the_accurate_recipe(tiny_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
