@@ -110,6 +110,15 @@ def tiny_int8(tiny_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_int8_batch(tiny_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model in int8 with onnxruntime's per-batch activation scales (not the default)."""
+    from mstsb_onnx.export import export_model
+
+    return export_model(str(tiny_src), tmp_path_factory.mktemp("tiny-int8-batch") / "model", activations="per-tensor",
+                        log=_quiet).path
+
+
+@pytest.fixture(scope="session")
 def tiny_fp32(tiny_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     from mstsb_onnx.export import export_model
 

@@ -47,8 +47,8 @@ def _op_counts(folder: Path) -> dict[str, int]:
     return counts
 
 
-def test_every_run_time_quantizer_becomes_a_constant_one(tiny_static: Path, tiny_int8: Path) -> None:
-    dynamic, static = _op_counts(tiny_int8), _op_counts(tiny_static)
+def test_every_run_time_quantizer_becomes_a_constant_one(tiny_static: Path, tiny_int8_batch: Path) -> None:
+    dynamic, static = _op_counts(tiny_int8_batch), _op_counts(tiny_static)
     assert dynamic["DynamicQuantizeLinear"] > 0
     assert "DynamicQuantizeLinear" not in static
     assert static.get("QuantizeLinear", 0) == dynamic["DynamicQuantizeLinear"]
@@ -63,10 +63,10 @@ def test_manifest_says_static(tiny_static: Path) -> None:
     assert "constant scales" in q["method"]
 
 
-def test_a_text_gets_the_same_vector_in_any_batch(tiny_static: Path, tiny_int8: Path) -> None:
+def test_a_text_gets_the_same_vector_in_any_batch(tiny_static: Path, tiny_int8_batch: Path) -> None:
     texts = tiny_lines()
     rng = np.random.default_rng(0)
-    for folder, bound in ((tiny_static, 1e-5), (tiny_int8, None)):
+    for folder, bound in ((tiny_static, 1e-5), (tiny_int8_batch, None)):
         emb = Embedder(folder, threads=1)
         alone = np.stack([emb.encode([t])[0] for t in texts])
         order = rng.permutation(len(texts))
