@@ -134,7 +134,7 @@ def speed_part(paths: dict[str, Path], data: Path, models_dir: Path, rounds: int
     from mstsb_onnx import Embedder
     from mstsb_onnx.eval import benchmark as bm
 
-    batch = per_batch_export(paths["base"], models_dir / "xlmr-base-random-int8-batch")
+    batch = per_batch_export(paths["base"], paths["int8_batch"])
     emb = {"per-batch": Embedder(batch, threads=2),
            "per-row": Embedder(per_row_copy(batch, models_dir / "xlmr-base-random-int8-rows-ab"), threads=2),
            "static": Embedder(static_copy(batch, models_dir / "xlmr-base-random-int8-static-ab"), threads=2)}

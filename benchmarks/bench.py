@@ -212,7 +212,9 @@ def paths_only(models_dir: str) -> dict[str, Path]:
     from benchmarks.xlmr import BASE_RANDOM_DIR, default_cache_dir
 
     m = Path(models_dir)
+    # int8_batch: per-batch activation scales, made by benchmarks/activations.py for the comparisons.
     return {"base": default_cache_dir() / BASE_RANDOM_DIR, "int8": m / "xlmr-base-random-int8",
+            "int8_batch": m / "xlmr-base-random-int8-batch",
             "fp32": m / "xlmr-base-random-fp32", "st_onnx": m / "xlmr-base-random-st-onnx"}
 
 
