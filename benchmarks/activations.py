@@ -49,14 +49,9 @@ def _rewritten_copy(int8: Path, out: Path, rewrite, activations: str) -> Path:
 
 def per_batch_export(source: Path, folder: Path) -> Path:
     """``source`` exported with per-batch activation scales by this code (again when another commit wrote it)."""
-    from mstsb_onnx.export import export_model
-    from mstsb_onnx.export.provenance import same_code
-    from mstsb_onnx.manifest import MANIFEST_NAME
+    from benchmarks.eval_sts import current_export
 
-    manifest = folder / MANIFEST_NAME
-    if not manifest.is_file() or not same_code(json.loads(manifest.read_text()).get("exporter")):
-        export_model(str(source), folder, activations="per-tensor", force=True)
-    return folder
+    return current_export(str(source), folder, activations="per-tensor")
 
 
 def per_row_copy(int8: Path, out: Path) -> Path:

@@ -23,21 +23,24 @@ from mstsb_onnx.manifest import MANIFEST_NAME
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def current_export(source: str, folder: Path, force: bool = False, **options: object) -> Path:
+    """``folder`` as exported by this clean commit; exported (again) when missing, stale or ``force``."""
+    manifest = folder / MANIFEST_NAME
+    recorded = json.loads(manifest.read_text()).get("exporter") if manifest.is_file() else None
+    if force or not same_code(recorded):
+        if manifest.is_file():
+            print(f"{folder}: exported by {recorded or 'an unrecorded commit'}, not this clean checkout "
+                  f"({code_revision()}): exporting again", flush=True)
+        export_model(source, folder, force=True, **options)  # type: ignore[arg-type]
+    return folder
+
+
 def ensure_exports(source: str, models_dir: Path, name: str, force: bool) -> dict[str, Path]:
     """The three exports, made again unless they exist and were written by this clean commit."""
-    out = {}
-    for mode in ("none", "int8", "int8-rows"):
-        folder = models_dir / f"{name}-{'fp32' if mode == 'none' else mode}"
-        manifest = folder / MANIFEST_NAME
-        recorded = json.loads(manifest.read_text()).get("exporter") if manifest.is_file() else None
-        if force or not same_code(recorded):
-            if manifest.is_file():
-                print(f"{folder}: exported by {recorded or 'an unrecorded commit'}, not this clean checkout "
-                      f"({code_revision()}): exporting again", flush=True)
-            export_model(source, folder, quantize="none" if mode == "none" else "int8", force=True,
-                         activations="per-row" if mode == "int8-rows" else "per-tensor")
-        out[mode] = folder
-    return out
+    return {mode: current_export(source, models_dir / f"{name}-{'fp32' if mode == 'none' else mode}", force,
+                                 quantize="none" if mode == "none" else "int8",
+                                 activations="per-row" if mode == "int8-rows" else "per-tensor")
+            for mode in ("none", "int8", "int8-rows")}
 
 
 def main(argv: list[str] | None = None) -> int:

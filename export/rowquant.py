@@ -111,12 +111,17 @@ def _matmul_nodes(mmi, cons: dict, producer: dict, row_scales: set[str]) -> tupl
     return nodes, {n.name for n in gone}
 
 
-def _name_unnamed(graph) -> None:
+def name_unnamed(graph) -> None:
+    """Give every unnamed node a unique name: the rewrites here and in ``staticquant`` match nodes by name."""
     taken = {n.name for n in graph.node}
     for i, node in enumerate(graph.node):
-        if not node.name:
-            node.name = next(f"{node.op_type}_{i}_{k}" for k in range(len(taken) + 1) if f"{node.op_type}_{i}_{k}" not in taken)
-            taken.add(node.name)
+        if node.name:
+            continue
+        name = f"{node.op_type}_{i}"
+        while name in taken:
+            name += "_"
+        node.name = name
+        taken.add(name)
 
 
 def _row_width(quantizer, cons: dict, weights: dict[str, tuple]) -> int:
@@ -126,7 +131,7 @@ def _row_width(quantizer, cons: dict, weights: dict[str, tuple]) -> int:
     widths = {weights[n.input[1]][0] for n in cons[quantizer.output[0]] if n.op_type == "MatMulInteger" and n.input[1] in weights}
     if len(widths) != 1:
         raise ExportError(f"per-row activations: cannot tell the row length of {quantizer.name!r}'s input "
-                          f"(its MatMulInteger weights have K = {sorted(widths)}); export with --activations per-batch")
+                          f"(its MatMulInteger weights have K = {sorted(widths)}); export with --activations per-tensor")
     return widths.pop()
 
 
@@ -135,7 +140,7 @@ def per_row_activations(model) -> dict[str, int]:
     from onnx import helper, numpy_helper
 
     graph = model.graph
-    _name_unnamed(graph)  # nodes are matched by name below
+    name_unnamed(graph)
     cons, producer = consumers(graph), producers(graph)
     weights = {i.name: tuple(i.dims) for i in graph.initializer}
     quantizers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from mstsb_onnx.export.rowquant import consumers, producers, scale_chain
+from mstsb_onnx.export.rowquant import consumers, name_unnamed, producers, scale_chain
 from mstsb_onnx.export.smooth import run_collecting
 
 # The calibrated range is widened by this factor on both sides (docs/int8-recipe.md: measured).
@@ -91,6 +91,7 @@ def static_activations(model, ranges: dict[str, tuple[float, float]], margin: fl
     from onnx import helper, numpy_helper
 
     graph = model.graph
+    name_unnamed(graph)
     cons, producer = consumers(graph), producers(graph)
     quantizers = [n for n in graph.node if n.op_type == "DynamicQuantizeLinear"]
     replace: dict[str, list] = {}

@@ -11,15 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-
-from onnx import TensorProto, helper, numpy_helper  # noqa: E402
-
-from mstsb_onnx.errors import ExportError  # noqa: E402
-from mstsb_onnx.export.rowquant import per_row_activations  # noqa: E402
+from mstsb_onnx.errors import ExportError
+from mstsb_onnx.export.rowquant import per_row_activations
 
 K, N = 16, 8
 
