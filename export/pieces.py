@@ -13,6 +13,10 @@ same scores. The selection therefore tokenizes, with the model's own tokenizer:
   ``▁pH``: the lists are lower-case), and the word-initial pieces that spell its first three or more
   letters (stems: an inflected form missing from the list, such as Turkish ``soruşturulurken``,
   starts with the stem piece ``▁soruş`` that its listed relatives do not use);
+- every piece without the word-start mark that spells a stretch inside a listed word (after its
+  first letter): an unlisted inflection or compound of listed material (Turkish ``birikintisine``,
+  German ``Vierteljahreszeitungen``) is segmented through such inner pieces, which the listed
+  words' own best paths need not use;
 - every piece of the no-space scripts (Han, kana) of a chosen language: their running text is
   one long "word" whose segmentation a word list cannot predict;
 - the single characters of every alphabetic script (names, acronyms and quotes in other scripts
@@ -153,6 +157,8 @@ class _PieceIndex:
 
     def __init__(self, vocab: Sequence[tuple[str, float]]) -> None:
         self.ids = {piece: i for i, (piece, _) in enumerate(vocab)}
+        self.inside = {piece: i for piece, i in self.ids.items() if not piece.startswith(WORD_MARK) and len(piece) > 1}
+        self.longest_inside = max(map(len, self.inside), default=0)
         self.cased: dict[str, list[int]] = {}
         for i, (piece, _) in enumerate(vocab):
             if piece != piece.lower():
@@ -165,6 +171,18 @@ class _PieceIndex:
     def stems(self, forms: Iterable[str], shortest: int = STEM_LETTERS) -> set[int]:
         """Word-initial pieces that spell the first ``shortest`` or more letters of a form."""
         return {i for f in forms for k in range(shortest, len(f)) if (i := self.ids.get(WORD_MARK + f[:k])) is not None}
+
+    def inner(self, words: Iterable[str]) -> set[int]:
+        """Pieces without the word-start mark that spell a stretch of a word after its first letter."""
+        found: set[int] = set()
+        inside, longest = self.inside, self.longest_inside
+        for w in words:
+            n = len(w)
+            for a in range(1, n - 1):
+                for b in range(a + 2, min(n, a + longest) + 1):
+                    if (i := inside.get(w[a:b])) is not None:
+                        found.add(i)
+        return found
 
 
 def word_list(language: str, n: int) -> list[str]:
@@ -213,6 +231,7 @@ def choose_pieces(vocab: Sequence[tuple[str, float]], keep_ids: Iterable[int], t
         sel.add("words", _tokenize_all(tokenize, forms))
         sel.add("case variants", index.case_variants(listed))
         sel.add("stems", index.stems(f for f in forms if not f.startswith(_CONTEXT) and not f.isupper()))
+        sel.add("inner pieces", index.inner(f for f in forms if not f.startswith(_CONTEXT) and f == f.lower()))
         log(f"{code}: {len(forms):,} word forms tokenized; {len(sel.ids):,} pieces kept so far")
     if corpus:
         sel.add("corpus", _tokenize_all(tokenize, list(corpus)))

@@ -244,7 +244,8 @@ def test_card_languages_selection_covers_every_language(standin: Path, sts_data:
 
 HAND_VOCAB = [("<unk>", 0.0), ("▁iPhone", -8.0), ("▁IPHONE", -9.0), ("iPhone", -9.5), ("▁phone", -7.0),
               ("▁soruş", -9.0), ("▁soru", -8.0), ("▁so", -5.0), ("▁Soruş", -10.0), ("▁soruşturma", -9.0),
-              ("▁McCain", -11.0), ("▁mccain", -12.0)]
+              ("▁McCain", -11.0), ("▁mccain", -12.0), ("turma", -9.0), ("ş", -6.0), ("sor", -9.0), ("ma", -7.0),
+              ("rmak", -9.0)]
 
 
 def test_case_variants_are_every_cased_spelling_of_a_listed_word() -> None:
@@ -261,7 +262,15 @@ def test_stems_are_word_initial_pieces_of_three_or_more_letters() -> None:
     assert got == {"▁soru", "▁soruş", "▁Soruş"}
 
 
-def test_selection_keeps_case_variants_and_stems_of_listed_words() -> None:
+def test_inner_pieces_spell_a_stretch_after_the_first_letter() -> None:
+    index = pieces._PieceIndex(HAND_VOCAB)
+    got = {HAND_VOCAB[i][0] for i in index.inner(["soruşturma"])}
+    # "sor" starts the word (that is a stem's place, with the mark), "ş" is a single character,
+    # "rmak" runs past the word's end
+    assert got == {"turma", "ma"}
+
+
+def test_selection_keeps_case_variants_stems_and_inner_pieces_of_listed_words() -> None:
     vocab = HAND_VOCAB
     by_piece = {p: i for i, (p, _) in enumerate(vocab)}
 
@@ -270,6 +279,6 @@ def test_selection_keeps_case_variants_and_stems_of_listed_words() -> None:
 
     sel = pieces.choose_pieces(vocab, {0}, tokenize, languages=["tr"], words_for=lambda _lang, _n: ["soruşturma", "iphone"])
     kept = {vocab[i][0] for i in sel.ids}
-    assert {"▁soruşturma", "▁iPhone", "▁IPHONE", "iPhone", "▁soruş", "▁soru", "▁Soruş"} <= kept
-    assert "▁McCain" not in kept and "▁phone" not in kept
-    assert sel.added["case variants"] > 0 and sel.added["stems"] > 0
+    assert {"▁soruşturma", "▁iPhone", "▁IPHONE", "iPhone", "▁soruş", "▁soru", "▁Soruş", "turma", "ma"} <= kept
+    assert "▁McCain" not in kept and "▁phone" not in kept and "sor" not in kept and "rmak" not in kept
+    assert sel.added["case variants"] > 0 and sel.added["stems"] > 0 and sel.added["inner pieces"] > 0
