@@ -137,6 +137,8 @@ def slim_python(models_dir: Path) -> Path:
     pins = [f"{d}=={md.version(d)}" for d in ("onnxruntime", "tokenizers", "numpy")]
     subprocess.run([str(py), "-m", "pip", "install", "-q", *pins, str(next((root / "dist").glob("*.whl")))],
                    check=True)
+    # pip has been seen to exit 0 without installing the wheel: prove the import before trusting the venv.
+    subprocess.run([str(py), "-c", "import mstsb_onnx"], check=True, cwd=root)
     stamp.write_text(commit)
     return py
 
