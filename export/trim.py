@@ -190,7 +190,8 @@ def _load_tokenizer(folder: Path) -> tuple[dict, pieces.Tokenize]:
 
 
 def _select(source: Path, manifest: dict, doc: dict, tokenize: pieces.Tokenize, languages: Sequence[str],
-            corpus: Sequence[str], words: int, words_for: Callable[[str, int], list[str]], log: Log) -> list[int]:
+            corpus: Sequence[str], words: int, words_for: Callable[[str, int], list[str]],
+            log: Log) -> tuple[list[int], dict[str, int]]:
     pad = int(manifest["pad_token_id"])
     vocab = [(str(p), float(s)) for p, s in doc["model"]["vocab"]]
     sel = pieces.choose_pieces(vocab, _tokenizer_ids(doc) | {pad}, tokenize, languages=languages, corpus=corpus,
@@ -200,7 +201,7 @@ def _select(source: Path, manifest: dict, doc: dict, tokenize: pieces.Tokenize, 
         # The graph compares input_ids with the pad id (XLM-R's position ids): it must not move.
         raise ExportError(f"{source}: pieces before the pad id {pad} would be removed, which moves it")
     log(f"keeping {len(kept):,} of {len(vocab):,} pieces ({', '.join(f'{k} {v:,}' for k, v in sel.added.items())})")
-    return kept
+    return kept, dict(sel.added)
 
 
 def _texts_by_group(corpus: Sequence[str]) -> dict[str, list[str]]:
@@ -233,7 +234,8 @@ def _digest(lines: Sequence[str]) -> str:
 
 
 def _trim_record(source: str, manifest: dict, languages: Sequence[str], corpus: Sequence[str], words: int,
-                 kept: list[int], tokenize: pieces.Tokenize, groups: dict[str, list[str]]) -> dict:
+                 kept: list[int], by_rule: dict[str, int], tokenize: pieces.Tokenize,
+                 groups: dict[str, list[str]]) -> dict:
     kept_set = set(kept)
     return {
         "source": {"path": source, "files": manifest["files"], "vocab_size": manifest["vocab_size"],
@@ -244,6 +246,7 @@ def _trim_record(source: str, manifest: dict, languages: Sequence[str], corpus: 
         "corpus": {"lines": len(corpus), "sha256": _digest(corpus)} if corpus else None,
         "pieces_kept": len(kept),
         "pieces_removed": int(manifest["vocab_size"]) - len(kept),
+        "pieces_by_rule": by_rule,  # each piece counted under the first rule that kept it
         "coverage": {name: coverage(tokenize, texts, kept_set) for name, texts in groups.items()},
     }
 
@@ -306,13 +309,15 @@ def trim_folder(model_dir: str | os.PathLike[str], output: str | os.PathLike[str
         raise ExportError("nothing to keep: pass --languages (e.g. es,en) and/or --corpus FILE")
     check_replaceable(output, force)
     doc, tokenize = _load_tokenizer(source)
-    kept = _select(source, manifest.raw, doc, tokenize, langs, lines, words, words_for or pieces.word_list, log)
+    kept, by_rule = _select(source, manifest.raw, doc, tokenize, langs, lines, words,
+                            words_for or pieces.word_list, log)
     rows = int(manifest.raw["vocab_size"])
     tmp = work_folder(output)
     try:
         _write_folder(source, tmp, doc, kept, rows)
         groups = _texts_by_group(lines)
-        trim = _trim_record(source_label or str(source), manifest.raw, langs, lines, words, kept, tokenize, groups)
+        trim = _trim_record(source_label or str(source), manifest.raw, langs, lines, words, kept, by_rule, tokenize,
+                            groups)
         written = _trimmed_manifest(tmp, manifest.raw, trim, len(kept))
         write_manifest(tmp, written)
         kept_set, prompt = set(kept), manifest.default_prompt

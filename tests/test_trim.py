@@ -83,6 +83,9 @@ def test_manifest_records_the_trim(tiny_int8: Path, tiny_trimmed: Path) -> None:
     rows = len(vocab_of(tiny_trimmed))
     assert m["vocab_size"] == trim["pieces_kept"] == rows < src["vocab_size"]
     assert trim["pieces_removed"] == src["vocab_size"] - rows
+    # every kept piece is counted under exactly one rule
+    by_rule = trim["pieces_by_rule"]
+    assert sum(by_rule.values()) == rows and by_rule["words"] > 0 and by_rule["characters"] > 0
     graph = onnx.load(str(tiny_trimmed / "model.onnx"))
     tables = [t for t in graph.graph.initializer if t.name.startswith("encoder.embeddings.word_embeddings")]
     assert tables and all(t.dims[0] == rows for t in tables)
