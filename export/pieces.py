@@ -230,8 +230,9 @@ def choose_pieces(vocab: Sequence[tuple[str, float]], keep_ids: Iterable[int], t
         forms = _forms(listed, code)
         sel.add("words", _tokenize_all(tokenize, forms))
         sel.add("case variants", index.case_variants(listed))
-        sel.add("stems", index.stems(f for f in forms if not f.startswith(_CONTEXT) and not f.isupper()))
-        sel.add("inner pieces", index.inner(f for f in forms if not f.startswith(_CONTEXT) and f == f.lower()))
+        word_initial = [f for f in forms if not f.startswith(_CONTEXT)]
+        sel.add("stems", index.stems(f for f in word_initial if not f.isupper()))
+        sel.add("inner pieces", index.inner(f for f in word_initial if f == f.lower()))
         log(f"{code}: {len(forms):,} word forms tokenized; {len(sel.ids):,} pieces kept so far")
     if corpus:
         sel.add("corpus", _tokenize_all(tokenize, list(corpus)))
