@@ -26,6 +26,7 @@ from mstsb_onnx.inputs import as_text, as_text_list, is_count
 from mstsb_onnx.manifest import Manifest, Verify, read_manifest, verify_files
 from mstsb_onnx.precision import check_precision, quantize
 from mstsb_onnx.progress import batch_bar
+from mstsb_onnx.runners import Layout, RunnerPool, resolve_layout
 from mstsb_onnx.session import Provider, make_session
 from mstsb_onnx.similarity import cosine_similarity, unit_rows
 from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch
@@ -62,6 +63,7 @@ class Embedder:
         threads: int | None = None,
         providers: Sequence[Provider] | None = None,
         *,
+        runners: int | None = None,
         verify: Verify = "cached",
         spin: bool = True,
         max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
@@ -70,6 +72,7 @@ class Embedder:
             raise TypeError(f"Embedder needs a model folder path, got {type(path).__name__} "
                             "(use Embedder.from_parts for a ready-made tokenizer and session)")
         _check_options(max_batch_tokens, spin)
+        layout = resolve_layout(threads, runners)
         folder = Path(path)
         manifest = read_manifest(folder)
         verify_files(folder, manifest, "off")  # fail fast on missing files, hash below
@@ -79,13 +82,16 @@ class Embedder:
         with ThreadPoolExecutor(2) as pool:
             checked = pool.submit(verify_files, folder, manifest, verify)
             entering = threading.Event()
-            made = pool.submit(make_session, folder / MODEL_FILE, threads, providers, spin, entering)
+            made = pool.submit(make_session, folder / MODEL_FILE, layout.threads, providers, spin, entering)
             entering.wait()  # make_session sets it on every path, errors included
             tokenizer = Tokenizer.from_file(folder / TOKENIZER_FILE, manifest.max_seq_length,
                                             int(manifest.raw.get("pad_token_id", 1)))
             checked.result()  # a changed file is the error to report, before any other
             session = made.result()
-        self._setup(tokenizer, session, manifest, folder, max_batch_tokens)
+        self._setup(tokenizer, session, manifest, folder, max_batch_tokens, layout)
+        if layout.threads > 1 and layout.runners > 1:
+            # The runners' one-thread session, made on the first call with several batches.
+            self._make_runner_session = lambda: make_session(folder / MODEL_FILE, 1, providers, spin=False)
 
     @classmethod
     def from_parts(
@@ -96,16 +102,29 @@ class Embedder:
         *,
         path: str | os.PathLike[str] | None = None,
         max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+        runners: int | None = None,
+        runner_session: Any = None,
     ) -> Embedder:
-        """An Embedder over a ready-made tokenizer, onnxruntime-like session and manifest."""
+        """An Embedder over a ready-made tokenizer, onnxruntime-like session and manifest.
+
+        ``runner_session`` is what the runners call concurrently (default: ``session`` itself).
+        """
         _check_options(max_batch_tokens, True)
         self = cls.__new__(cls)
-        self._setup(tokenizer, session, manifest, Path(path) if path is not None else None, max_batch_tokens)
+        layout = resolve_layout(None, runners)
+        self._setup(tokenizer, session, manifest, Path(path) if path is not None else None, max_batch_tokens, layout)
+        if runner_session is not None:
+            self._make_runner_session = lambda: runner_session
         return self
 
     def _setup(self, tokenizer: TokenizerLike, session: Any, manifest: Manifest, path: Path | None,
-               max_batch_tokens: int | None) -> None:
+               max_batch_tokens: int | None, layout: Layout) -> None:
         self.path = path
+        self.layout = layout
+        self._pool = RunnerPool(layout.runners)
+        self._runner_session: Any = None
+        self._make_runner_session: Callable[[], Any] = lambda: session
+        self._runner_lock = threading.Lock()
         self.manifest = manifest
         self.tokenizer = tokenizer
         self.session = session
@@ -264,35 +283,61 @@ class Embedder:
             yield from self.encode(chunk, batch_size, **encode_kwargs)
 
     def encode_tokens(self, seqs: list[list[int]], batch_size: int = 32, normalize: bool = False,
-                      on_batch: Callable[[int], None] | None = None) -> np.ndarray:
+                      on_batch: Callable[[int], None] | None = None, *, runners: int | None = None) -> np.ndarray:
         """Embed texts already tokenized by ``tokenize`` (prompt applied there): [n, dim] float32.
 
         For callers that need the ids first (the server counts tokens to form batches) and should
-        not tokenize twice.
+        not tokenize twice. One batch runs in the calling thread on the ``threads``-thread session;
+        several go to the runners (``runners=1``: all in the calling thread, as the server's own
+        workers ask). When there are fewer batches than runners, batches are cut smaller so that
+        every runner gets one.
         """
         if not is_count(batch_size):
             raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if runners is not None and not is_count(runners):
+            raise ValueError(f"runners must be a positive int or None, got {runners!r}")
         self.check_token_ids(seqs)
         out = np.empty((len(seqs), self.dim), dtype=np.float32)
-        if seqs:
-            lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
-            order = np.argsort(-lengths, kind="stable")
-            for part in plan_batches(lengths[order], batch_size, self.max_batch_tokens):
-                idx = order[part]
-                (emb,) = self.session.run([OUTPUT_NAME], self._feeds([seqs[i] for i in idx]))
-                if emb.shape != (len(idx), self.dim):
-                    raise ModelFolderError(
-                        f"the ONNX graph returned shape {emb.shape} for a batch of {len(idx)}; expected dim {self.dim}"
-                    )
-                out[idx] = emb
-                if on_batch is not None:
-                    on_batch(len(idx))
-            bad = ~np.isfinite(out).all(axis=1)
-            if bad.any():
-                raise MstsbError(f"the model produced non-finite values for texts at {np.flatnonzero(bad)[:10].tolist()}")
-            if normalize or self.manifest.normalize:
-                out = unit_rows(out)
+        if not seqs:
+            return out
+        runners = min(runners or self.layout.runners, self.layout.runners)
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        order = np.argsort(-lengths, kind="stable")
+        parts = plan_batches(lengths[order], batch_size, self.max_batch_tokens)
+        if runners > 1 and len(parts) < min(runners, len(seqs)):
+            # Idle runners would outweigh the fixed cost of more calls: give each one a share.
+            parts = plan_batches(lengths[order], -(-len(seqs) // runners), self.max_batch_tokens)
+        batches = [order[part] for part in parts]
+        if runners == 1 or len(batches) == 1:
+            results: Iterator[np.ndarray] = (self._run(self.session, seqs, idx) for idx in batches)
+        else:
+            session = self._runner()
+            results = self._pool.map(lambda idx: self._run(session, seqs, idx), batches)
+        for idx, emb in zip(batches, results):
+            out[idx] = emb
+            if on_batch is not None:
+                on_batch(len(idx))
+        bad = ~np.isfinite(out).all(axis=1)
+        if bad.any():
+            raise MstsbError(f"the model produced non-finite values for texts at {np.flatnonzero(bad)[:10].tolist()}")
+        if normalize or self.manifest.normalize:
+            out = unit_rows(out)
         return out
+
+    def _run(self, session: Any, seqs: list[list[int]], idx: np.ndarray) -> np.ndarray:
+        (emb,) = session.run([OUTPUT_NAME], self._feeds([seqs[i] for i in idx]))
+        if emb.shape != (len(idx), self.dim):
+            raise ModelFolderError(
+                f"the ONNX graph returned shape {emb.shape} for a batch of {len(idx)}; expected dim {self.dim}"
+            )
+        return emb
+
+    def _runner(self) -> Any:
+        """The session the runners share, made once (under a lock: callers may be threads too)."""
+        with self._runner_lock:
+            if self._runner_session is None:
+                self._runner_session = self._make_runner_session()
+            return self._runner_session
 
     @staticmethod
     def similarity(a: object, b: object) -> np.ndarray:
