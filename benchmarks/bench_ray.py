@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     started = time.perf_counter()
-    embed_file_ray(str(model), str(src), tmp / "ray.npy", workers=2, threads_per_worker=1)
+    embed_file_ray(str(model), str(src), tmp / "ray.npy", workers=2, threads=1)
     end = time.perf_counter()
     rows["Ray, 2 actors x 1 thread (incl. cluster start)"] = args.sample / (end - start)
     rows["Ray, 2 actors x 1 thread (after cluster start)"] = args.sample / (end - started)

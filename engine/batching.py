@@ -51,3 +51,15 @@ def plan_batches(sorted_lengths: np.ndarray, batch_size: int, max_batch_tokens: 
         out.append(slice(start, int(end_of[start])))
         start = int(end_of[start])
     return out
+
+
+def split_even(sorted_lengths: np.ndarray, parts: int) -> list[slice]:
+    """Cut lengths sorted in descending order into at most ``parts`` contiguous slices of about
+    equal token count, none empty: how a merged batch is shared among idle workers (neighbours
+    stay alike, so each piece pads little)."""
+    lengths = np.maximum(np.asarray(sorted_lengths, dtype=np.int64), 1)
+    parts = max(1, min(parts, len(lengths)))
+    cum = np.cumsum(lengths)
+    cuts = np.searchsorted(cum, cum[-1] * np.arange(1, parts) / parts, side="left") + 1
+    bounds = np.unique(np.concatenate([[0], np.clip(cuts, 1, len(lengths)), [len(lengths)]]))
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]

@@ -124,19 +124,18 @@ def cmd_eval_sts(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from mstsb_onnx.corpus.bulk import embed_file
+    from mstsb_onnx.corpus.bulk import corpus_embedder, embed_file
 
     if args.ray is not None:
         from mstsb_onnx.corpus.ray import embed_file_ray
 
         stats = embed_file_ray(args.model_dir, args.input, Path(args.output), fmt=args.format, field=args.column,
                                on_error=args.on_error, address=args.ray or None, workers=args.workers,
-                               threads_per_worker=args.threads or 1, batch_size=args.batch_size,
+                               threads=args.threads or 1, batch_size=args.batch_size,
                                normalize=args.normalize, chunk_size=args.chunk_size)
     else:
-        from mstsb_onnx.embedder import Embedder
-
-        stats = embed_file(Embedder(args.model_dir, threads=args.threads), args.input, Path(args.output),
+        embedder = corpus_embedder(args.model_dir, args.threads, args.runners)
+        stats = embed_file(embedder, args.input, Path(args.output),
                            fmt=args.format, field=args.column, on_error=args.on_error, chunk_size=args.chunk_size,
                            batch_size=args.batch_size, normalize=args.normalize)
     print(f"wrote {stats.rows} embeddings to {args.output}" + (f" ({stats.skipped} skipped)" if stats.skipped else ""))
@@ -152,7 +151,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         keys = read_api_keys(args.api_key, args.api_key_file, dict(os.environ))
         config = ServeConfig(model_dir=args.model_dir, model_name=args.model_name or Path(args.model_dir).name,
-                             workers=args.workers, threads_per_worker=args.threads_per_worker,
+                             workers=args.workers, threads=args.threads,
                              max_wait_ms=args.max_wait_ms, max_batch_tokens=args.max_batch_tokens,
                              max_queue_inputs=args.max_queue, max_inputs=args.max_inputs, max_chars=args.max_chars,
                              max_body_bytes=args.max_body_bytes, timeout_s=args.timeout, api_keys=keys,
@@ -165,7 +164,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     read_manifest(Path(args.model_dir))  # a wrong path is a one-line error, not a server that never gets ready
     print(f"serving {args.model_dir} on http://{args.host}:{args.port} ({config.resolved_workers()} workers x "
-          f"{config.threads_per_worker} thread(s); {len(keys) or 'no'} API key(s))", flush=True)
+          f"{config.threads} thread(s); {len(keys) or 'no'} API key(s))", flush=True)
     serve(config, host=args.host, port=args.port)
     return 0
 
@@ -273,7 +272,10 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--batch-size", type=_positive_int, default=32, help=_BATCH)
     m.add_argument("--chunk-size", type=_positive_int, default=4096, help="rows read, embedded and written at a time")
     m.add_argument("--normalize", action="store_true", help="L2-normalise the embeddings")
-    m.add_argument("--threads", type=_positive_int, help="threads (per worker with --ray)")
+    m.add_argument("--threads", type=_positive_int,
+                   help="onnxruntime threads per batch (default 1; with --ray, the cores of each actor)")
+    m.add_argument("--runners", type=_positive_int,
+                   help="batches embedded at once, sharing one copy of the model (default: every available core)")
     m.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
                    help="run on Ray Data: a cluster address (ray://host:10001 or auto), or none for a local cluster")
     m.add_argument("--workers", type=_positive_int, default=2,
@@ -293,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = ServeConfig(model_dir="")  # the defaults live in one place: the server's config
     v.add_argument("--workers", type=_positive_int, default=d.workers,
                    help="concurrent batches (default: available cores / threads)")
-    v.add_argument("--threads-per-worker", type=_positive_int, default=d.threads_per_worker,
-                   help=f"onnxruntime threads per batch (default {d.threads_per_worker})")
+    v.add_argument("--threads", "--threads-per-worker", type=_positive_int, default=d.threads,
+                   help=f"onnxruntime threads per worker's batch (default {d.threads})")
     v.add_argument("--max-wait-ms", type=_non_negative_float, default=d.max_wait_ms,
                    help=f"longest a request waits for company (default {d.max_wait_ms:g})")
     v.add_argument("--max-batch-tokens", type=_positive_int, default=d.max_batch_tokens,

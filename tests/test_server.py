@@ -200,7 +200,7 @@ def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
     class Slow:
         dim = 4
 
-        def encode_tokens(self, seqs):
+        def encode_tokens(self, seqs, runners=None):
             time.sleep(0.3)
             return np.zeros((len(seqs), 4), np.float32)
 
@@ -261,7 +261,7 @@ def test_health_answers_while_a_huge_request_is_tokenized(tiny_int8: Path) -> No
         proc.wait(timeout=30)
 
 
-@pytest.mark.parametrize("kwargs", [dict(workers=-1), dict(threads_per_worker=0), dict(max_batch_tokens=0),
+@pytest.mark.parametrize("kwargs", [dict(workers=-1), dict(threads=0), dict(max_batch_tokens=0),
                                     dict(max_wait_ms=float("nan")), dict(timeout_s=0), dict(max_inputs=2.5)],
                          ids=["workers", "threads", "batch-tokens", "wait-nan", "timeout", "inputs-float"])
 def test_config_refuses_values_that_cannot_work(kwargs: dict) -> None:

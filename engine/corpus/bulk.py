@@ -101,6 +101,12 @@ def _checked(embedder: Embedder, rows: Iterable[list[Row]], on_error: str, stats
         yield from kept
 
 
+def corpus_embedder(model_dir: str | Path, threads: int | None = None, runners: int | None = None) -> Embedder:
+    """The Embedder ``mstsb-onnx embed`` uses: all throughput, so one-thread runners on every core
+    by default (``mstsb_onnx.runners``) and no many-thread session beside them."""
+    return Embedder(model_dir, threads=threads or 1, runners=runners)
+
+
 def embed_file(embedder: Embedder, source: str, output: Path, fmt: str | None = None, field: str = "text",
                on_error: str = "fail", chunk_size: int = 4096, batch_size: int = 32, normalize: bool = False,
                log: TextIO | None = None) -> EmbedStats:

@@ -43,7 +43,9 @@ def _ray() -> Any:
 def _embedder(model_dir: str, threads: int) -> Any:
     from mstsb_onnx.embedder import Embedder
 
-    return Embedder(model_dir, threads=threads)
+    # An actor's cores go to runners over one one-thread session: its batches are many, and a
+    # second, many-thread session would only add memory.
+    return Embedder(model_dir, threads=1, runners=threads)
 
 
 class EmbedBatch:
@@ -70,7 +72,7 @@ class EmbedBatch:
 
 
 def embed_dataset(ds: Any, model_dir: str | os.PathLike[str], column: str = "text", *, workers: int = 2,
-                  threads_per_worker: int = 1, batch_size: int = 32, rows_per_task: int = 1024,
+                  threads: int = 1, batch_size: int = 32, rows_per_task: int = 1024,
                   output_column: str = "embedding", normalize: bool = False, on_error: str = "fail") -> Any:
     """Add ``output_column`` (float32 [dim] per row) to ``ds`` using ``workers`` actors."""
     _ray()
@@ -78,9 +80,9 @@ def embed_dataset(ds: Any, model_dir: str | os.PathLike[str], column: str = "tex
     return ds.map_batches(
         EmbedBatch,
         fn_constructor_kwargs=dict(model_dir=str(Path(model_dir).resolve()), column=column,
-                                   output_column=output_column, threads=threads_per_worker,
+                                   output_column=output_column, threads=threads,
                                    batch_size=batch_size, normalize=normalize, on_error=on_error),
-        batch_size=rows_per_task, batch_format="numpy", concurrency=workers, num_cpus=threads_per_worker,
+        batch_size=rows_per_task, batch_format="numpy", concurrency=workers, num_cpus=threads,
     )
 
 
@@ -99,7 +101,7 @@ class ChunkEmbedder:
 
 def embed_file_ray(model_dir: str, source: str, output: Path, fmt: str | None = None, field: str = "text",
                    on_error: str = "fail", address: str | None = None, workers: int = 2,
-                   threads_per_worker: int = 1, batch_size: int = 32, normalize: bool = False,
+                   threads: int = 1, batch_size: int = 32, normalize: bool = False,
                    chunk_size: int = 4096, rows_per_task: int = 512, log: TextIO | None = None) -> EmbedStats:
     """The CLI's ``--ray``: rows read and checked on the driver ``chunk_size`` at a time, sent to
     ``workers`` actors (created once) in tasks of ``rows_per_task`` rows, at most two tasks queued
@@ -107,7 +109,7 @@ def embed_file_ray(model_dir: str, source: str, output: Path, fmt: str | None = 
     ray = _ray()
     log = log or sys.stderr
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=None if address else workers * threads_per_worker,
+        ray.init(address=address, num_cpus=None if address else workers * threads,
                  include_dashboard=False, log_to_driver=False)
     from mstsb_onnx.manifest import read_manifest
 
@@ -115,8 +117,8 @@ def embed_file_ray(model_dir: str, source: str, output: Path, fmt: str | None = 
     stats = EmbedStats()
     rows = chunks(read_rows(source, fmt, field), chunk_size, on_error, stats, log)
     sink = open_sink(output, read_manifest(Path(folder)).dim)
-    actor = ray.remote(num_cpus=threads_per_worker)(ChunkEmbedder)
-    pool = [actor.remote(folder, threads_per_worker, batch_size, normalize) for _ in range(workers)]
+    actor = ray.remote(num_cpus=threads)(ChunkEmbedder)
+    pool = [actor.remote(folder, threads, batch_size, normalize) for _ in range(workers)]
     pending: deque = deque()
     pids: set[int] = set()
 

@@ -99,7 +99,8 @@ class Service:
             if self.embedder is None:
                 from mstsb_onnx.embedder import Embedder
 
-                self.embedder = Embedder(self.config.model_dir, threads=self.config.threads_per_worker, spin=False)
+                self.embedder = Embedder(self.config.model_dir, threads=self.config.threads,
+                                         runners=self.config.resolved_workers(), spin=False)
         except Exception as e:  # surfaced by /health and every request
             self.error = f"{type(e).__name__}: {e}"
         self.ready.set()

@@ -1,9 +1,11 @@
 """``Batcher``: merge concurrent requests into token-budgeted batches, run them off the loop.
 
 A request's token ids become a job on an asyncio queue; the collector takes jobs while a worker
-is free, up to ``max_batch_tokens`` or ``max_wait_ms``, and runs the merged batch on a thread
-pool whose threads share one ``Embedder`` (one onnxruntime session). A full queue refuses with
-503 + Retry-After instead of growing. It neither parses HTTP nor tokenizes.
+is free, up to ``max_batch_tokens`` or ``max_wait_ms``, and shares the merged batch among all the
+workers idle at that moment (contiguous pieces of the length-sorted batch, about equal in tokens):
+one large batch on one worker while the others wait was the server's bottleneck. Workers are
+threads that share one ``Embedder`` (one onnxruntime session). A full queue refuses with 503 +
+Retry-After instead of growing. It neither parses HTTP nor tokenizes.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mstsb_onnx.batching import split_even
 from mstsb_onnx.serve.api import ApiError
 from mstsb_onnx.serve.config import ServeConfig
 from mstsb_onnx.serve.metrics import Metrics
@@ -50,7 +53,8 @@ class Batcher:
         self.embedder, self.config, self.metrics = embedder, config, metrics
         self.workers = config.resolved_workers()
         self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="embed")
-        self.slots = asyncio.Semaphore(self.workers)
+        self.idle = self.workers
+        self.freed = asyncio.Event()
         self.queue: asyncio.Queue[_Job] = asyncio.Queue()
         self.pending_inputs = 0
         self.task: asyncio.Task | None = None
@@ -86,7 +90,9 @@ class Batcher:
         while True:
             # A free worker first, then the batch: under load everything that queued while the
             # workers were busy joins this batch, instead of a batch formed early waiting stale.
-            await self.slots.acquire()
+            while self.idle == 0:
+                self.freed.clear()
+                await self.freed.wait()
             first = await self.queue.get()
             batch, tokens = [first], first.tokens
             deadline = loop.time() + self.config.max_wait_ms / 1000
@@ -100,22 +106,44 @@ class Batcher:
                     break
                 batch.append(job)
                 tokens += job.tokens
-            loop.create_task(self._run(batch))
+            seqs = [ids for job in batch for ids in job.seqs]
+            order, pieces = self._pieces(seqs)
+            self.idle -= len(pieces)  # before the next batch is collected
+            loop.create_task(self._run(batch, seqs, order, pieces))
 
-    async def _run(self, batch: list[_Job]) -> None:
-        seqs = [ids for job in batch for ids in job.seqs]
+    def _pieces(self, seqs: list[list[int]]) -> tuple[np.ndarray, list[slice]]:
+        """The batch in length order, cut into one piece per idle worker (fewer for few texts)."""
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        order = np.argsort(-lengths, kind="stable")
+        return order, split_even(lengths[order], self.idle)
+
+    async def _piece(self, seqs: list[list[int]]) -> np.ndarray:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.pool, self._encode, seqs)
+        finally:
+            self.idle += 1
+            self.freed.set()
+
+    def _encode(self, seqs: list[list[int]]) -> np.ndarray:
+        # runners=1: this worker thread is the runner; the embedder must not fan out again.
+        return self.embedder.encode_tokens(seqs, runners=1)
+
+    async def _run(self, batch: list[_Job], seqs: list[list[int]], order: np.ndarray, pieces: list[slice]) -> None:
         start = time.perf_counter()
         for job in batch:
             job.started = start
+        vectors: np.ndarray | None = np.empty((len(seqs), self.embedder.dim), dtype=np.float32)
         try:
-            vectors = await asyncio.get_running_loop().run_in_executor(self.pool, self.embedder.encode_tokens, seqs)
+            parts = [order[p] for p in pieces]
+            done = await asyncio.gather(*(self._piece([seqs[i] for i in idx]) for idx in parts))
+            for idx, part in zip(parts, done):
+                vectors[idx] = part
         except Exception as e:  # report to every waiting request rather than kill the batcher
             for job in batch:
                 if not job.future.done():
                     job.future.set_exception(ApiError(500, f"embedding failed: {e}", "internal_error"))
             vectors = None
         finally:
-            self.slots.release()
             self.pending_inputs -= len(seqs)
             self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
         end = time.perf_counter()
@@ -123,6 +151,7 @@ class Batcher:
             job.finished = end
         self.metrics.observe("mstsb_batch_inputs", len(seqs))
         self.metrics.observe("mstsb_batch_seconds", end - start)
+        self.metrics.observe("mstsb_batch_workers", len(pieces))
         if vectors is None:
             return
         at = 0

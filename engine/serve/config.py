@@ -17,7 +17,7 @@ class ServeConfig:
     model_dir: str
     model_name: str = "mstsb"
     workers: int = 0  # 0: one per available core
-    threads_per_worker: int = 1
+    threads: int = 1
     max_wait_ms: float = 5.0
     max_batch_tokens: int = 4096
     max_queue_inputs: int = 4096
@@ -32,7 +32,7 @@ class ServeConfig:
 
     def __post_init__(self) -> None:
         # The CLI checks its arguments as it parses them; this covers the Python API.
-        at_least = {"workers": 0, "threads_per_worker": 1, "max_batch_tokens": 1, "max_queue_inputs": 1,
+        at_least = {"workers": 0, "threads": 1, "max_batch_tokens": 1, "max_queue_inputs": 1,
                     "max_inputs": 1, "max_chars": 1, "max_body_bytes": 1}
         for name, low in at_least.items():
             value = getattr(self, name)
@@ -49,7 +49,7 @@ class ServeConfig:
             raise ValueError(f"ServeConfig.api_keys[{bad[0]}] must be a non-empty printable string without spaces")
 
     def resolved_workers(self) -> int:
-        return self.workers or max(1, available_cpus() // self.threads_per_worker)
+        return self.workers or max(1, available_cpus() // self.threads)
 
 
 def read_api_keys(keys: list[str] | None, key_file: str | None, environ: dict[str, str]) -> tuple[str, ...]:

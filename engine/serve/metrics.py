@@ -15,6 +15,7 @@ BUCKETS = {
     "mstsb_request_seconds": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
     "mstsb_batch_seconds": (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
     "mstsb_batch_inputs": (1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    "mstsb_batch_workers": (1, 2, 4, 8, 16, 32, 64),
 }
 HELP = {
     "mstsb_requests_total": ("counter", "Embedding requests by HTTP status"),
@@ -27,6 +28,7 @@ HELP = {
     "mstsb_request_seconds": ("histogram", "Request latency"),
     "mstsb_batch_seconds": ("histogram", "Time to embed one merged batch"),
     "mstsb_batch_inputs": ("histogram", "Texts per merged batch"),
+    "mstsb_batch_workers": ("histogram", "Workers a merged batch was shared among"),
 }
 
 
