@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -37,12 +38,14 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(model: Path, extra: list[str]) -> tuple[subprocess.Popen, str]:
+def start_server(model: Path, extra: list[str], cores: set[int] | None = None) -> tuple[subprocess.Popen, str]:
+    """``mstsb-onnx serve`` in a new process (pinned to ``cores`` from its first instruction)."""
     import httpx
 
     port = _port()
+    pin = (lambda: os.sched_setaffinity(0, cores)) if cores else None
     proc = subprocess.Popen([sys.executable, "-m", "mstsb_onnx.cli", "serve", str(model), "--port", str(port), *extra],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=pin)
     base = f"http://127.0.0.1:{port}"
     for _ in range(600):
         try:

@@ -141,10 +141,7 @@ def server(cores: list[int], model: str, texts: list[str], seconds: float) -> di
     from benchmarks.bench import proc_status_mib
     from benchmarks.load import start_server
 
-    proc, base = start_server(Path(model), ["--max-inputs", "64"])
-    os.sched_setaffinity(proc.pid, set(cores))
-    for child in _children(proc.pid):
-        os.sched_setaffinity(child, set(cores))
+    proc, base = start_server(Path(model), [], cores=set(cores))
     try:
         port = int(base.rsplit(":", 1)[1])
         out = asyncio.run(_drive(port, texts, seconds, base))
@@ -153,11 +150,6 @@ def server(cores: list[int], model: str, texts: list[str], seconds: float) -> di
     finally:
         proc.terminate()
         proc.wait(timeout=60)
-
-
-def _children(pid: int) -> list[int]:
-    tasks = Path(f"/proc/{pid}/task")
-    return [int(t.name) for t in tasks.iterdir()] if tasks.is_dir() else []
 
 
 async def _drive(port: int, texts: list[str], seconds: float, base: str) -> dict:
