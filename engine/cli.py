@@ -154,18 +154,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              workers=args.workers, threads=args.threads,
                              max_wait_ms=args.max_wait_ms, max_batch_tokens=args.max_batch_tokens,
                              max_queue_inputs=args.max_queue, max_inputs=args.max_inputs, max_chars=args.max_chars,
-                             max_body_bytes=args.max_body_bytes, timeout_s=args.timeout, api_keys=keys,
+                             max_body_bytes=args.max_body_bytes, max_buffered_bytes=args.max_buffered_bytes,
+                             max_connections=args.max_connections, header_timeout_s=args.header_timeout,
+                             read_timeout_s=args.read_timeout, timeout_s=args.timeout, api_keys=keys,
                              protect_metrics=args.protect_metrics, access_log=args.access_log)
     except ValueError as e:
         raise MstsbError(str(e)) from e
     if args.protect_metrics and not keys:
         raise MstsbError("--protect-metrics needs an API key (--api-key, --api-key-file or MSTSB_API_KEYS)")
-    from mstsb_onnx.manifest import read_manifest
 
-    read_manifest(Path(args.model_dir))  # a wrong path is a one-line error, not a server that never gets ready
-    print(f"serving {args.model_dir} on http://{args.host}:{args.port} ({config.resolved_workers()} workers x "
-          f"{config.threads} thread(s); {len(keys) or 'no'} API key(s))", flush=True)
-    serve(config, host=args.host, port=args.port)
+    def announce(url: str) -> None:
+        print(f"serving {args.model_dir} on {url} ({config.resolved_workers()} workers x {config.threads} "
+              f"thread(s); {len(keys) or 'no'} API key(s))", flush=True)
+
+    serve(config, host=args.host, port=args.port, announce=announce)
     return 0
 
 
@@ -310,7 +312,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--max-body-bytes", type=_positive_int, default=d.max_body_bytes,
                    help=f"request body limit in bytes (default {d.max_body_bytes} = {d.max_body_bytes / 2**20:g} MiB)")
     v.add_argument("--timeout", type=_positive_float, default=d.timeout_s,
-                   help=f"seconds a request may wait before 503 (default {d.timeout_s:g})")
+                   help=f"seconds from a request's headers to its answer before 503 (default {d.timeout_s:g})")
+    v.add_argument("--header-timeout", type=_positive_float, default=d.header_timeout_s,
+                   help=f"seconds a connection may take to send a request's headers before 408 (default "
+                        f"{d.header_timeout_s:g})")
+    v.add_argument("--read-timeout", type=_positive_float, default=d.read_timeout_s,
+                   help=f"seconds a request may take to send its body before 408 (default {d.read_timeout_s:g})")
+    v.add_argument("--max-connections", type=_positive_int, default=d.max_connections,
+                   help=f"open connections; one more is answered 503 (default {d.max_connections})")
+    v.add_argument("--max-buffered-bytes", type=_positive_int, default=d.max_buffered_bytes,
+                   help=f"request-body bytes received at once, all connections together, before 503 (default "
+                        f"{d.max_buffered_bytes} = {d.max_buffered_bytes / 2**20:g} MiB)")
     v.add_argument("--api-key", action="append", metavar="KEY",
                    help="require 'Authorization: Bearer KEY' (repeatable; also MSTSB_API_KEYS=k1,k2, which stays out "
                         "of ps); /health stays open")

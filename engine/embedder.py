@@ -29,7 +29,7 @@ from mstsb_onnx.progress import batch_bar
 from mstsb_onnx.runners import Layout, RunnerPool, resolve_layout
 from mstsb_onnx.session import Provider, make_session
 from mstsb_onnx.similarity import cosine_similarity, unit_rows
-from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch
+from mstsb_onnx.tokenizer import Tokenizer, TokenizerLike, pad_batch, unencodable
 
 OUTPUT_NAME = "sentence_embedding"
 MODEL_FILE = "model.onnx"
@@ -89,6 +89,7 @@ class Embedder:
             checked.result()  # a changed file is the error to report, before any other
             session = made.result()
         self._setup(tokenizer, session, manifest, folder, max_batch_tokens, layout)
+        self._check_graph()
         if layout.threads > 1 and layout.runners > 1:
             # The runners' one-thread session, made on the first call with several batches.
             self._make_runner_session = lambda: make_session(folder / MODEL_FILE, 1, providers, spin=False)
@@ -140,6 +141,25 @@ class Embedder:
         if OUTPUT_NAME not in outputs:
             raise ModelFolderError(f"the ONNX graph has outputs {outputs}, not {OUTPUT_NAME!r}")
 
+    def _check_graph(self) -> None:
+        """Run one text of ``max_seq_length`` tokens: the manifest's length and dim must be the graph's.
+
+        A manifest is only text: a length past the graph's position table would fail every batch
+        that holds a long text (and its batch-mates), a wrong dim every request. Checked once, at
+        load, where the error can name the folder.
+        """
+        ids = [0 if self.tokenizer.pad_id != 0 else 1] * self.max_seq_length  # an id every model has, not the pad
+        try:
+            (emb,) = self.session.run([OUTPUT_NAME], self._feeds([ids]))
+        except Exception as e:  # onnxruntime raises its own Fail / InvalidArgument types
+            raise ModelFolderError(
+                f"{self.path}: the graph cannot embed a text of the manifest's max_seq_length {self.max_seq_length} "
+                f"tokens ({type(e).__name__}: {str(e)[:200]}); the manifest does not match model.onnx -- export again"
+            ) from e
+        if emb.shape != (1, self.dim):
+            raise ModelFolderError(f"{self.path}: the graph returns vectors of shape {emb.shape[1:]}, the manifest "
+                                   f"says dim {self.dim}; the manifest does not match model.onnx -- export again")
+
     @property
     def dim(self) -> int:
         return self.manifest.dim
@@ -167,19 +187,32 @@ class Embedder:
         items, _ = as_text_list(texts)
         return self._tokenize(items, prompt, prompt_name)
 
-    def tokenize_flagged(self, texts: object, prompt: str | None = None,
-                         prompt_name: str | None = None) -> tuple[list[list[int]], list[bool]]:
-        """``tokenize``, and for each text whether it was longer than max_seq_length (and cut)."""
-        items = self._prefixed(as_text_list(texts)[0], prompt, prompt_name)
-        return self.tokenizer.encode_flagged(items) if items else ([], [])
+    def tokenize_flagged(self, texts: object, prompt: str | None = None, prompt_name: str | None = None,
+                         what: str = "texts") -> tuple[list[list[int]], list[bool]]:
+        """``tokenize``, and for each text whether it was longer than max_seq_length (and cut).
+        Errors name the texts ``what`` (the server passes its request field)."""
+        items = as_text_list(texts)[0]
+        if not items:
+            return [], []
+        return self._explained(items, what, lambda: self.tokenizer.encode_flagged(self._prefixed(items, prompt,
+                                                                                                prompt_name)))
 
     def _prefixed(self, items: list[str], prompt: str | None, prompt_name: str | None) -> list[str]:
         prefix = self._prefix(prompt, prompt_name)
         return [prefix + t for t in items] if prefix else items
 
     def _tokenize(self, items: list[str], prompt: str | None, prompt_name: str | None) -> list[list[int]]:
-        items = self._prefixed(items, prompt, prompt_name)
-        return self.tokenizer.encode(items) if items else []
+        if not items:
+            return []
+        return self._explained(items, "texts", lambda: self.tokenizer.encode(self._prefixed(items, prompt, prompt_name)))
+
+    @staticmethod
+    def _explained(items: list[str], what: str, tokenize: Callable[[], Any]) -> Any:
+        """``tokenize()``; a failure is explained on the caller's own texts (positions without the prompt)."""
+        try:
+            return tokenize()
+        except InputError as e:
+            raise InputError(unencodable(items, what) or str(e)) from e
 
     def _feeds(self, seqs: list[list[int]]) -> dict[str, np.ndarray]:
         ids, mask = pad_batch(seqs, self.tokenizer.pad_id)

@@ -37,6 +37,9 @@ def as_text_list(texts: object) -> tuple[list[str], bool]:
         return [_decode(bytes(texts), "the text")], True
     if texts is None or not isinstance(texts, Iterable) or isinstance(texts, dict):
         raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+    if isinstance(texts, (set, frozenset)):
+        raise TypeError(f"texts is a {type(texts).__name__}, whose order is arbitrary: no vector could be matched to "
+                        "its text; pass a list (e.g. sorted(texts))")
     return [as_text(item, f"texts[{i}]") for i, item in enumerate(texts)], False
 
 

@@ -105,9 +105,15 @@ def read_manifest(folder: Path) -> Manifest:
     pooling = _require(doc, "pooling", str, path)
     if pooling not in POOLING_MODES:
         raise ModelFolderError(f"{path}: unknown pooling {pooling!r}")
+    dim, max_seq_length = _require(doc, "dim", int, path), _require(doc, "max_seq_length", int, path)
+    if dim < 1:
+        raise ModelFolderError(f"{path}: dim is {dim}; a model's vectors have at least 1 dimension -- export again")
+    if max_seq_length < 2:
+        raise ModelFolderError(f"{path}: max_seq_length is {max_seq_length}; it must leave room for <s> and </s> "
+                               "(at least 2) -- export again")
     return Manifest(
-        dim=_require(doc, "dim", int, path),
-        max_seq_length=_require(doc, "max_seq_length", int, path),
+        dim=dim,
+        max_seq_length=max_seq_length,
         pooling=pooling,
         normalize=_require(doc, "normalize", bool, path),
         prompts={str(k): str(v) for k, v in prompts.items()},
@@ -142,8 +148,10 @@ def verify_files(folder: Path, manifest: Manifest, mode: Verify = "cached") -> N
     if mode not in ("cached", "full", "off"):
         raise ValueError(f"verify must be 'cached', 'full' or 'off', got {mode!r}")
     names = list(manifest.files)
+    root = folder.resolve()
     for name in names:
-        if Path(name).is_absolute() or ".." in Path(name).parts:
+        # The text of the entry, then where it really leads: a link may point anywhere.
+        if Path(name).is_absolute() or ".." in Path(name).parts or not (folder / name).resolve().is_relative_to(root):
             raise ModelFolderError(f"{folder / MANIFEST_NAME}: file entry {name!r} points outside the folder")
         if not (folder / name).is_file():
             raise ModelFolderError(f"{folder}: {name} is missing (listed in {MANIFEST_NAME}); export the model again")

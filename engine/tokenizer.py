@@ -51,7 +51,7 @@ class Tokenizer:
         try:
             return self._encode_batch(texts, add_special_tokens=True)
         except Exception as e:  # the Rust side reports every failure as a bare Exception
-            raise InputError(_explain_failure(texts, e)) from e
+            raise InputError(unencodable(texts) or f"the tokenizer rejected the input: {e}") from e
 
     def encode(self, texts: list[str]) -> list[list[int]]:
         return [enc.ids for enc in self._encodings(texts)]
@@ -65,14 +65,15 @@ class Tokenizer:
         return self._tok.id_to_token(token_id)
 
 
-def _explain_failure(texts: list[str], error: Exception) -> str:
+def unencodable(texts: list[str], what: str = "texts") -> str | None:
+    """Why the first text that cannot be UTF-8 encoded (a lone surrogate) cannot be, or None."""
     for i, text in enumerate(texts):
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
-            return (f"texts[{i}] cannot be encoded as UTF-8 (character {e.start} is a lone surrogate "
+            return (f"{what}[{i}] cannot be encoded as UTF-8 (character {e.start} is a lone surrogate "
                     f"{text[e.start]!r}); clean the text before embedding it")
-    return f"the tokenizer rejected the input: {error}"
+    return None
 
 
 def pad_batch(seqs: list[list[int]], pad_id: int) -> tuple[np.ndarray, np.ndarray]:

@@ -205,7 +205,8 @@ def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
             return np.zeros((len(seqs), 4), np.float32)
 
     async def scenario() -> list[object]:
-        batcher = Batcher(Slow(), ServeConfig(model_dir="-", workers=1, max_queue_inputs=2, max_wait_ms=1), Metrics())
+        batcher = Batcher(Slow(), ServeConfig(model_dir="-", workers=1, max_queue_inputs=2, max_inputs=1,
+                                                   max_wait_ms=1), Metrics())
         batcher.start()
         results = await asyncio.gather(*(batcher.submit([[5]]) for _ in range(5)), return_exceptions=True)
         await batcher.stop()

@@ -156,7 +156,7 @@ class GatedEmbedder:
         self.manifest = Manifest(dim=4, max_seq_length=16, pooling="mean", normalize=False, prompts={},
                                  default_prompt_name=None, files={}, raw={})
 
-    def tokenize_flagged(self, texts, prompt=None, prompt_name=None):
+    def tokenize_flagged(self, texts, prompt=None, prompt_name=None, what="texts"):
         self.tokenized += 1
         self.gate.wait(10)
         return [[1, 2, 3] for _ in texts], [False] * len(texts)
@@ -251,9 +251,10 @@ def test_health_tells_strangers_only_ok_or_not_ready(tmp_path: Path) -> None:
     from starlette.testclient import TestClient
 
     secret = tmp_path / "private-folder-name"
-    with TestClient(create_app(ServeConfig(model_dir=str(secret)))) as client:
-        wait_for(lambda: client.get("/health").status_code == 503 and "error" not in client.get("/health").text,
-                 "the failed load to show", timeout=10)
+    app = create_app(ServeConfig(model_dir=str(secret)))
+    with TestClient(app) as client:
+        wait_for(app.state.service.ready.is_set, "the load to fail", timeout=10)
+        assert app.state.service.error is not None
         body = client.get("/health").text
         assert "private-folder-name" not in body and json.loads(body) == {"status": "not_ready"}
 
@@ -425,7 +426,8 @@ def test_a_manifest_that_disagrees_with_the_graph_is_refused(tiny_int8: Path, tm
     (folder / "manifest.json").write_text(json.dumps(doc))
     with pytest.raises(ModelFolderError, match=fragment):
         Embedder(folder)
-    assert main(["info", str(folder)]) == 1
+    if "dim" in change and change["dim"] < 1 or change.get("max_seq_length", 2) < 2:  # info reads only the manifest
+        assert main(["info", str(folder)]) == 1
 
 
 def test_a_file_entry_that_links_outside_the_folder_is_refused(tiny_int8: Path, tmp_path: Path) -> None:

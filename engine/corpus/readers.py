@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -47,8 +48,20 @@ def _open(path: str) -> BinaryIO:
         raise InputError(f"cannot read {path}: {e.strerror}") from e
 
 
-def _decoded_lines(stream: BinaryIO, bad: list[BadRow]) -> Iterator[tuple[int, str]]:
-    for number, raw in enumerate(stream, start=1):
+def _split_lines(stream: BinaryIO) -> Iterator[bytes]:
+    """Lines ending in LF, CRLF or a lone CR (classic Mac files): binary iteration splits on LF only."""
+    for raw in stream:
+        if b"\r" not in raw.rstrip(b"\r\n"):
+            yield raw
+            continue
+        yield from re.split(rb"(?<=\r)(?!\n)", raw)
+
+
+def _decoded_lines(stream: BinaryIO, bad: list[BadRow], lines: Callable[[BinaryIO], Iterator[bytes]] = _split_lines,
+                   ) -> Iterator[tuple[int, str]]:
+    for number, raw in enumerate(lines(stream), start=1):
+        if not raw:
+            continue
         if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # a byte-order mark (spreadsheet and Windows exports) is not text
         try:
@@ -110,7 +123,8 @@ def _jsonl_rows(stream: BinaryIO, field: str) -> Iterator[Row | BadRow]:
 
 def _delimited_rows(stream: BinaryIO, field: str, delimiter: str) -> Iterator[Row | BadRow]:
     bad: list[BadRow] = []
-    lines = (line for _, line in _decoded_lines(stream, bad))
+    # csv reads CR itself (and a quoted field may hold one): its lines are split on LF only.
+    lines = (line for _, line in _decoded_lines(stream, bad, iter))
     reader = csv.reader(lines, delimiter=delimiter)
     try:
         header = next(reader)

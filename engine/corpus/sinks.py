@@ -1,7 +1,9 @@
 """Write embeddings as they come, to ``.npy`` or Parquet, atomically.
 
-Both sinks write to a hidden temporary file next to the output and rename it into place only
-when ``close()`` succeeds, so an interrupted run never leaves a file that looks complete. Memory
+Both sinks write to hidden temporary files next to the output, named uniquely per run, and rename
+into place only when ``close()`` succeeds, so an interrupted run never leaves a file that looks
+complete. While a sink is open it holds a lock on ``.<name>.lock`` beside the output: a second
+writer to the same output is refused, not mixed in. Memory
 stays flat: rows are appended chunk by chunk. ``.npy`` holds float32 [n, dim] (plus
 ``<name>.ids.npy`` with the source line numbers when rows were skipped); Parquet holds ``id``,
 ``text`` and ``embedding`` (needs ``pyarrow``: ``pip install "mstsb-onnx[parquet]"``).
@@ -9,7 +11,9 @@ stays flat: rows are appended chunk by chunk. ``.npy`` holds float32 [n, dim] (p
 
 from __future__ import annotations
 
+import fcntl
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +24,34 @@ from mstsb_onnx.files import make_parent
 _COPY_ROWS = 65536
 
 
-def _partial(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+def _partial(path: Path, suffix: str = ".partial") -> Path:
+    """A new, unique hidden file beside ``path`` (same filesystem, so the final rename is atomic)."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    return Path(name)
+
+
+class _WriterLock:
+    """An exclusive lock on ``.<name>.lock`` beside the output, held while one sink writes it.
+
+    ``flock`` ends with the process, so a crashed run blocks nobody; the file is removed on release.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path.with_name(f".{path.name}.lock")
+        self._fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._fd)
+            raise InputError(f"another run is writing {path} (it holds {self.path}); wait for it to finish or write "
+                             "to another file") from None
+
+    def release(self) -> None:
+        if self._fd >= 0:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = -1
 
 
 def ids_path_for(path: Path) -> Path:
@@ -32,7 +62,9 @@ def ids_path_for(path: Path) -> Path:
 class NpySink:
     def __init__(self, path: Path, dim: int) -> None:
         self.path, self.dim, self.n = path, dim, 0
-        self.raw = _partial(path).with_suffix(".raw")
+        self.lock = _WriterLock(path)
+        self.raw = _partial(path, ".raw")
+        self.tmp = _partial(path)
         self._f = open(self.raw, "wb")
         self.ids: list[int] = []
 
@@ -43,7 +75,7 @@ class NpySink:
 
     def close(self, skipped: int) -> None:
         self._f.close()
-        tmp = _partial(self.path)
+        tmp = self.tmp
         # The row count is known only now: stream the raw rows into a proper .npy.
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(self.n, self.dim))
         raw = np.memmap(self.raw, dtype=np.float32, mode="r", shape=(self.n, self.dim)) if self.n else None
@@ -63,11 +95,13 @@ class NpySink:
         else:
             ids_path.unlink(missing_ok=True)
         os.replace(tmp, self.path)
+        self.lock.release()
 
     def abort(self) -> None:
         self._f.close()
-        for p in (self.raw, _partial(self.path)):
+        for p in (self.raw, self.tmp):
             p.unlink(missing_ok=True)
+        self.lock.release()
 
 
 class ParquetSink:
@@ -80,6 +114,7 @@ class ParquetSink:
         self.pa, self.path, self.dim = pa, path, dim
         self.schema = pa.schema([("id", pa.int64()), ("text", pa.string()),
                                  ("embedding", pa.list_(pa.float32(), dim))])
+        self.lock = _WriterLock(path)
         self.tmp = _partial(path)
         self._w = pq.ParquetWriter(self.tmp, self.schema)
 
@@ -93,10 +128,12 @@ class ParquetSink:
     def close(self, skipped: int) -> None:
         self._w.close()
         os.replace(self.tmp, self.path)
+        self.lock.release()
 
     def abort(self) -> None:
         self._w.close()
         self.tmp.unlink(missing_ok=True)
+        self.lock.release()
 
 
 def open_sink(path: Path, dim: int) -> NpySink | ParquetSink:

@@ -86,8 +86,8 @@ def parse_request(raw: bytes | bytearray, config: ServeConfig, dim: int) -> tupl
     """Validate an OpenAI embeddings request body; returns (texts, encoding_format)."""
     body = load_json_object(raw)
     texts = _texts(body, "input", config)
-    fmt = body.get("encoding_format", "float") or "float"
-    if fmt not in ("float", "base64"):
+    fmt = body.get("encoding_format", "float")
+    if not isinstance(fmt, str) or fmt not in ("float", "base64"):  # 0, "", null and {} are not "float"
         raise ApiError(422, f"encoding_format must be 'float' or 'base64', got {_shown(fmt)}", "invalid_value",
                        "encoding_format")
     dims = body.get("dimensions")

@@ -18,17 +18,19 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import socket
 import sys
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from mstsb_onnx.errors import InputError, MissingExtraError
+from mstsb_onnx.errors import InputError, MissingExtraError, MstsbError
 from mstsb_onnx.serve.api import ApiError, encode_vector, parse_request, parse_tei
-from mstsb_onnx.serve.batcher import Batcher, Done
+from mstsb_onnx.serve.batcher import Batcher, Done, timed_out
 from mstsb_onnx.serve.config import ServeConfig
 from mstsb_onnx.serve.metrics import Metrics
 
@@ -75,13 +77,15 @@ class RequestIdMiddleware:
         await self.app(scope, receive, send_with_id)
 
 
-def _token_ids(embedder: Any, texts: list[str], prompt_name: str | None) -> tuple[list[list[int]], list[bool]]:
-    """Token ids (and which texts were cut), checked here so that a bad request fails alone, not its batch."""
+def _token_ids(embedder: Any, texts: list[str], prompt_name: str | None,
+               field: str) -> tuple[list[list[int]], list[bool]]:
+    """Token ids (and which texts were cut), checked here so that a bad request fails alone, not its batch.
+    Errors name the client's ``field`` (``input`` or ``inputs``) and positions in its own texts."""
     try:
-        seqs, cut = embedder.tokenize_flagged(texts, prompt_name=prompt_name)
-        embedder.check_token_ids(seqs, what="input")
+        seqs, cut = embedder.tokenize_flagged(texts, prompt_name=prompt_name, what=field)
+        embedder.check_token_ids(seqs, what=field)
     except InputError as e:
-        raise ApiError(422, str(e), "invalid_input", "input") from e
+        raise ApiError(422, str(e), "invalid_input", field) from e
     return seqs, cut
 
 
@@ -92,17 +96,18 @@ class Service:
         self.config, self.metrics = config, Metrics()
         self.embedder, self.batcher, self.error = embedder, None, None
         self.ready = threading.Event()
+        self.buffered = 0  # request-body bytes being received, all requests together
+        self.metrics.set("mstsb_body_bytes_reserved", 0)
+        self.started = time.time()
         self.tokenize_pool = ThreadPoolExecutor(config.resolved_workers(), thread_name_prefix="tokenize")
 
     def load(self) -> None:
         try:
             if self.embedder is None:
-                from mstsb_onnx.embedder import Embedder
-
-                self.embedder = Embedder(self.config.model_dir, threads=self.config.threads,
-                                         runners=self.config.resolved_workers(), spin=False)
-        except Exception as e:  # surfaced by /health and every request
+                self.embedder = load_embedder(self.config)
+        except Exception as e:  # on stderr for the operator; /health and requests say only "not ready"
             self.error = f"{type(e).__name__}: {e}"
+            print(f"mstsb-onnx serve: error: the model could not be loaded: {self.error}", file=sys.stderr, flush=True)
         self.ready.set()
 
     @asynccontextmanager
@@ -123,40 +128,90 @@ class Service:
         self.tokenize_pool.shutdown(wait=True)
 
     def check_key(self, request: Any) -> None:
-        if self.config.api_keys and not authorized(request.headers.get("authorization"), self.config.api_keys):
+        if not self.config.api_keys:
+            return
+        given = request.headers.getlist("authorization")
+        if len(given) > 1:
+            raise ApiError(400, f"{len(given)} Authorization headers; send exactly one", "duplicate_authorization")
+        if not authorized(given[0] if given else None, self.config.api_keys):
             self.metrics.inc("mstsb_rejected_total", reason="unauthorized")
             raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'", "invalid_api_key",
                            headers={"WWW-Authenticate": "Bearer"})
 
     def not_ready(self) -> ApiError:
-        return ApiError(503, self.error or "model is loading; retry shortly", "not_ready", headers={"Retry-After": "1"})
+        what = "the model failed to load (see the server's log)" if self.error else "the model is loading; retry shortly"
+        return ApiError(503, what, "not_ready", headers={"Retry-After": "1"})
 
     async def body(self, request: Any) -> bytearray:
+        """The request body, within ``max_body_bytes``, the shared ``max_buffered_bytes`` budget and
+        ``read_timeout_s`` (408, and the connection is closed)."""
         if self.batcher is None:
             raise self.not_ready()
         limit = self.config.max_body_bytes
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
+        declared = int(declared) if declared is not None and declared.isdigit() and len(declared) < 20 else None
+        if declared is not None and declared > limit:
             raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}", "body_too_large")
+        held = [0]  # bytes of the shared budget this request holds
+        try:
+            self._reserve(held, declared or 0)
+            return await asyncio.wait_for(self._read(request, held), self.config.read_timeout_s)
+        except asyncio.TimeoutError:
+            raise ApiError(408, f"request body not received within {self.config.read_timeout_s:g}s", "request_timeout",
+                           headers={"Connection": "close"}) from None
+        finally:
+            self.buffered -= held[0]
+            self.metrics.set("mstsb_body_bytes_reserved", self.buffered)
+
+    def _reserve(self, held: list[int], total: int) -> None:
+        """Grow this request's share of the body budget to ``total`` bytes, or 503."""
+        more = total - held[0]
+        if more <= 0:
+            return
+        if self.buffered + more > self.config.max_buffered_bytes:
+            self.metrics.inc("mstsb_rejected_total", reason="server_busy")
+            raise ApiError(503, f"server busy: {self.buffered} bytes of request bodies being received (limit "
+                                f"{self.config.max_buffered_bytes}); retry shortly", "server_busy",
+                           headers={"Retry-After": "1"})
+        self.buffered += more
+        held[0] = total
+        self.metrics.set("mstsb_body_bytes_reserved", self.buffered)
+
+    async def _read(self, request: Any, held: list[int]) -> bytearray:
+        limit = self.config.max_body_bytes
         raw = bytearray()  # appending to bytes would copy the whole body per chunk
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > limit:
                 raise ApiError(413, f"request body exceeds {limit} bytes", "body_too_large")
+            self._reserve(held, len(raw))
         return raw
 
-    async def embed(self, texts: list[str], log: dict, prompt_name: str | None = None,
+    async def embed(self, texts: list[str], log: dict, field: str, prompt_name: str | None = None,
                     truncate: bool = True) -> Done:
-        """Tokenize off the loop, refuse cut texts unless ``truncate``, then batch and embed."""
+        """Room in the queue first, then tokenize off the loop, refuse cut texts unless ``truncate``,
+        then batch and embed -- all within ``timeout_s``."""
         loop = asyncio.get_running_loop()
-        seqs, cut = await loop.run_in_executor(self.tokenize_pool, _token_ids, self.embedder, texts, prompt_name)
+        deadline = loop.time() + self.config.timeout_s
+        self.batcher.admit(len(texts))  # before any work: a full queue costs a refusal, not a tokenization
+        tokenized = loop.run_in_executor(self.tokenize_pool, _token_ids, self.embedder, texts, prompt_name, field)
+        try:
+            seqs, cut = await asyncio.wait_for(asyncio.shield(tokenized), self.config.timeout_s)
+        except asyncio.TimeoutError:
+            # The tokenizing thread cannot be stopped: its room is given back when it ends.
+            tokenized.add_done_callback(lambda _: self.batcher.release(len(texts)))
+            raise timed_out(self.config, self.metrics) from None
+        except BaseException:
+            self.batcher.release(len(texts))
+            raise
         if not truncate and any(cut):
+            self.batcher.release(len(texts))
             i = cut.index(True)
             raise ApiError(413, f"inputs[{i}] is longer than the model's max_seq_length of "
                                 f"{self.embedder.max_seq_length} tokens; send truncate: true to embed its start",
                            "input_too_long", "inputs")
         log["tokens"] = sum(map(len, seqs))
-        done = await self.batcher.submit(seqs)
+        done = await self.batcher.submit(seqs, deadline, admitted=True)
         log.update(inputs=len(texts), queue_ms=round(1000 * done.queue_s, 2), compute_ms=round(1000 * done.compute_s, 2))
         self.metrics.inc("mstsb_inputs_total", value=len(texts))
         self.metrics.inc("mstsb_tokens_total", value=log["tokens"])
@@ -166,17 +221,25 @@ class Service:
         """Key check, in-flight gauge, OpenAI-shaped errors, metrics and the access-log line around ``route``."""
         from starlette.responses import JSONResponse
 
+        from starlette.requests import ClientDisconnect
+        from starlette.responses import Response
+
         start, log = time.perf_counter(), {}
         self.metrics.inc("mstsb_requests_in_flight", value=1)
+        status = None
         try:
             self.check_key(request)
             response = await route(request, log)
         except ApiError as err:
             self.metrics.inc("mstsb_errors_total", code=err.code)
             response = JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+        except ClientDisconnect:  # nobody to answer: count it, one line, no traceback
+            status, response = "client_closed", Response(status_code=499)
+            print(f"client disconnected before its request was read ({request.method} {request.url.path}, "
+                  f"id {request.state.request_id})", file=sys.stderr, flush=True)
         finally:
             self.metrics.inc("mstsb_requests_in_flight", value=-1)
-        self.metrics.inc("mstsb_requests_total", status=str(response.status_code))
+        self.metrics.inc("mstsb_requests_total", status=status or str(response.status_code))
         self.metrics.observe("mstsb_request_seconds", time.perf_counter() - start)
         if self.config.access_log:
             line = {"id": request.state.request_id, "method": request.method, "path": request.url.path,
@@ -189,7 +252,7 @@ class Service:
         from starlette.responses import JSONResponse
 
         texts, fmt = parse_request(await self.body(request), self.config, self.embedder.dim)
-        done = await self.embed(texts, log)
+        done = await self.embed(texts, log, "input")
         return JSONResponse({
             "object": "list",
             "data": [{"object": "embedding", "index": i, "embedding": encode_vector(v, fmt)}
@@ -204,7 +267,7 @@ class Service:
         from mstsb_onnx.similarity import unit_rows
 
         req = parse_tei(await self.body(request), self.config, self.embedder.manifest.prompts)
-        done = await self.embed(req.texts, log, prompt_name=req.prompt_name, truncate=req.truncate)
+        done = await self.embed(req.texts, log, "inputs", prompt_name=req.prompt_name, truncate=req.truncate)
         vectors = unit_rows(done.vectors) if req.normalize else done.vectors
         return JSONResponse([encode_vector(v, "float") for v in vectors])
 
@@ -232,9 +295,24 @@ class Service:
 
         if self.batcher is not None:
             return JSONResponse({"status": "ok", "model": self.config.model_name, "workers": self.batcher.workers})
-        if self.error:
-            return JSONResponse({"status": "error", "error": self.error}, status_code=503)
-        return JSONResponse({"status": "loading"}, status_code=503)
+        # Never the error or the model's path: /health needs no key.
+        return JSONResponse({"status": "not_ready"}, status_code=503, headers={"Retry-After": "1"})
+
+    async def models(self, request: Any, log: dict) -> Any:
+        """OpenAI's model list: this server's one model."""
+        from starlette.responses import JSONResponse
+
+        one = self._model_card()
+        wanted = request.path_params.get("model")
+        if wanted is None:
+            return JSONResponse({"object": "list", "data": [one]})
+        if wanted != self.config.model_name:
+            raise ApiError(404, f"model {wanted!r} not found; this server has {self.config.model_name!r}",
+                           "model_not_found", "model")
+        return JSONResponse(one)
+
+    def _model_card(self) -> dict[str, Any]:
+        return {"id": self.config.model_name, "object": "model", "created": int(self.started), "owned_by": "mstsb-onnx"}
 
     async def metrics_text(self, request: Any, log: dict) -> Any:
         from starlette.responses import PlainTextResponse
@@ -277,19 +355,64 @@ def create_app(config: ServeConfig, embedder: Any = None) -> Any:
               Route("/embeddings", routed(svc.openai), methods=["POST"]),
               Route("/embed", routed(svc.tei), methods=["POST"]), Route("/", routed(svc.tei), methods=["POST"]),
               Route("/info", routed(svc.info), methods=["GET"]),
+              Route("/v1/models", routed(svc.models), methods=["GET"]),
+              Route("/v1/models/{model:path}", routed(svc.models), methods=["GET"]),
               Route("/health", svc.health, methods=["GET"]), Route("/metrics", metrics_endpoint, methods=["GET"])]
     app = Starlette(routes=routes, lifespan=svc.lifespan, middleware=[Middleware(RequestIdMiddleware)],
                     exception_handlers={404: not_found, 405: bad_method})
+    app.router.redirect_slashes = False  # a 307 built from the Host header; the route or a 404 instead
     app.state.service = svc
     return app
 
 
-def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8080) -> None:
+def load_embedder(config: ServeConfig) -> Any:
+    """The server's Embedder: ``threads`` per batch, one runner per worker, no idle spinning."""
+    from mstsb_onnx.embedder import Embedder
+
+    return Embedder(config.model_dir, threads=config.threads, runners=config.resolved_workers(), spin=False)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening socket, or a one-line ``MstsbError`` (port in use, unknown host...)."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as e:
+        raise MstsbError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise MstsbError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    return sock
+
+
+def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8080, embedder: Any = None,
+          announce: Callable[[str], None] | None = None) -> None:
+    """Bind, then load the model (unless given), then ``announce`` and serve: a port in use or a model
+    that cannot load is an ``MstsbError`` before anything is announced."""
     try:
         import uvicorn
+
+        from mstsb_onnx.serve.guard import guarded
     except ImportError as e:
         raise MissingExtraError(_EXTRA) from e
+    sock = listen(host, port)
+    try:
+        embedder = embedder if embedder is not None else load_embedder(config)
+    except ValueError as e:  # e.g. more workers or threads than the cores allow
+        sock.close()
+        raise MstsbError(str(e)) from e
+    except BaseException:
+        sock.close()
+        raise
     if not config.api_keys and host not in LOOPBACK:
         print(f"warning: listening on {host} without an API key: anyone who can reach this port can use the model "
               "(pass --api-key, --api-key-file or MSTSB_API_KEYS)", file=sys.stderr, flush=True)
-    uvicorn.run(create_app(config), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    if announce is not None:
+        announce(f"http://{host}:{port}")
+    settings = uvicorn.Config(create_app(config, embedder), log_level="warning", timeout_graceful_shutdown=30,
+                              http=guarded(config.header_timeout_s, config.max_connections))
+    uvicorn.Server(settings).run(sockets=[sock])

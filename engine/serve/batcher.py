@@ -46,6 +46,12 @@ class Done:
     compute_s: float
 
 
+def timed_out(config: ServeConfig, metrics: Metrics) -> ApiError:
+    metrics.inc("mstsb_rejected_total", reason="timeout")
+    return ApiError(503, f"request not answered within {config.timeout_s:g}s (--timeout); retry later", "timeout",
+                    headers={"Retry-After": "1"})
+
+
 class Batcher:
     """Merges jobs into batches of up to ``max_batch_tokens`` and runs them on worker threads."""
 
@@ -67,23 +73,42 @@ class Batcher:
             self.task.cancel()
         self.pool.shutdown(wait=True)
 
-    async def submit(self, seqs: list[list[int]]) -> Done:
-        if self.pending_inputs + len(seqs) > self.config.max_queue_inputs:
+    def admit(self, n: int) -> None:
+        """Take room for ``n`` texts in the queue, or refuse: called before any work is spent on them."""
+        limit = self.config.max_queue_inputs
+        if n > limit:
+            raise ApiError(413, f"{n} inputs in one request; this server queues at most {limit}", "too_many_inputs",
+                           "input")
+        if self.pending_inputs + n > limit:
             self.metrics.inc("mstsb_rejected_total", reason="queue_full")
-            raise ApiError(503, f"server busy: {self.pending_inputs} inputs queued (limit "
-                                f"{self.config.max_queue_inputs}); retry shortly", "queue_full",
-                           headers={"Retry-After": "1"})
-        job = _Job(seqs, asyncio.get_running_loop().create_future())
-        self.pending_inputs += len(seqs)
+            raise ApiError(503, f"server busy: {self.pending_inputs} inputs queued (limit {limit}); retry shortly",
+                           "queue_full", headers={"Retry-After": "1"})
+        self.pending_inputs += n
         self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
+
+    def release(self, n: int) -> None:
+        """Give back room taken by ``admit`` for texts that will not be (or have been) embedded."""
+        self.pending_inputs -= n
+        self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
+
+    async def submit(self, seqs: list[list[int]], deadline: float | None = None, admitted: bool = False) -> Done:
+        """Embed ``seqs`` in a merged batch; 503 once ``deadline`` (loop time) passes.
+
+        Room is taken here unless the caller ``admitted`` them already; it is given back when
+        their batch has run, even if the caller stopped waiting.
+        """
+        loop = asyncio.get_running_loop()
+        if not admitted:
+            self.admit(len(seqs))
+        job = _Job(seqs, loop.create_future())
         await self.queue.put(job)
+        if deadline is None:
+            deadline = loop.time() + self.config.timeout_s
         try:
-            vectors = await asyncio.wait_for(asyncio.shield(job.future), self.config.timeout_s)
+            vectors = await asyncio.wait_for(asyncio.shield(job.future), max(0.0, deadline - loop.time()))
             return Done(vectors, job.started - job.enqueued, job.finished - job.started)
         except asyncio.TimeoutError:
-            self.metrics.inc("mstsb_rejected_total", reason="timeout")
-            raise ApiError(503, f"request timed out after {self.config.timeout_s:.0f}s in the queue; retry later",
-                           "timeout", headers={"Retry-After": "1"}) from None
+            raise timed_out(self.config, self.metrics) from None
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
@@ -144,8 +169,7 @@ class Batcher:
                     job.future.set_exception(ApiError(500, f"embedding failed: {e}", "internal_error"))
             vectors = None
         finally:
-            self.pending_inputs -= len(seqs)
-            self.metrics.set("mstsb_queue_inputs", self.pending_inputs)
+            self.release(len(seqs))
         end = time.perf_counter()
         for job in batch:
             job.finished = end

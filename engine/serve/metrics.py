@@ -20,10 +20,11 @@ BUCKETS = {
 HELP = {
     "mstsb_requests_total": ("counter", "Embedding requests by HTTP status"),
     "mstsb_errors_total": ("counter", "Error responses by error code"),
-    "mstsb_rejected_total": ("counter", "Requests refused by the queue (full, timeout)"),
+    "mstsb_rejected_total": ("counter", "Requests refused: queue full, timeout, body budget (server_busy), key"),
     "mstsb_inputs_total": ("counter", "Texts embedded"),
     "mstsb_tokens_total": ("counter", "Tokens embedded (usage.prompt_tokens)"),
     "mstsb_queue_inputs": ("gauge", "Texts waiting or running"),
+    "mstsb_body_bytes_reserved": ("gauge", "Request-body bytes being received (declared lengths included)"),
     "mstsb_requests_in_flight": ("gauge", "Embedding requests received and not yet answered (reading, tokenizing, queued, running)"),
     "mstsb_request_seconds": ("histogram", "Request latency"),
     "mstsb_batch_seconds": ("histogram", "Time to embed one merged batch"),
