@@ -37,6 +37,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 CLIENTS = 64
+PEERS_PYTHON = "models/.peers-venv/bin/python"
 
 
 # --- children: one measurement each, pinned before onnxruntime is imported ----------------------
@@ -104,14 +105,55 @@ def _runner(kind: str, model: str, rest: list[str]):
             with torch.inference_mode():
                 st.encode(texts, batch_size=32)
         return run_torch
+    if kind in ("openvino", "ctranslate2"):
+        return _peer(kind, Path(rest[0]), Path(model) / "tokenizer.json")
     raise ValueError(f"unknown child kind {kind!r}")
+
+
+def _peer(kind: str, path: Path, tokenizer_json: Path):
+    """A peer at its own throughput setting on every pinned core (run in the peers' venv):
+    OpenVINO's THROUGHPUT hint (its streams through an AsyncInferQueue), CTranslate2 with
+    ``inter_threads`` = cores (one-thread replicas, fed by as many Python threads)."""
+    import numpy as np
+
+    from benchmarks.peers import Batches
+
+    n = len(os.sched_getaffinity(0))
+    batches = Batches(tokenizer_json)
+    if kind == "openvino":
+        import openvino as ov
+
+        compiled = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_NUM_THREADS": n,
+                                                              "PERFORMANCE_HINT": "THROUGHPUT"})
+        queue = ov.AsyncInferQueue(compiled, compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
+
+        def run_ov(texts: list[str]) -> None:
+            for rows, ids, mask in batches(texts, 32):
+                queue.start_async({"input_ids": ids, "attention_mask": mask}, rows)
+            queue.wait_all()
+        return run_ov
+    import ctranslate2
+    from concurrent.futures import ThreadPoolExecutor
+
+    encoder = ctranslate2.Encoder(str(path), device="cpu", compute_type="int8", inter_threads=n, intra_threads=1)
+    pool = ThreadPoolExecutor(n)
+
+    def one(batch: tuple) -> np.ndarray:
+        _, ids, mask = batch
+        lengths = mask.sum(1)
+        out = encoder.forward_batch([row[:k].tolist() for row, k in zip(ids, lengths)])
+        hidden = np.asarray(out.last_hidden_state, dtype=np.float32)
+        m = mask[:, : hidden.shape[1], None].astype(np.float32)
+        return (hidden * m).sum(1) / m.sum(1)
+
+    return lambda texts: list(pool.map(one, batches(texts, 32)))
 
 
 # --- parent: rows, rounds, the server, the report ---------------------------------------------
 
 
-def _spawn(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "benchmarks.many_core", "--child", *args],
+def _spawn(args: list[str], python: str = sys.executable) -> subprocess.Popen:
+    return subprocess.Popen([python, "-m", "benchmarks.many_core", "--child", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=HERE.parent)
 
 
@@ -132,8 +174,8 @@ def capacity(cores: list[int], model: str, texts_file: str) -> dict:
     return {"sent_s": n / wall, "rss_mib": sum(o["rss_mib"] for o in outs)}
 
 
-def measure(kind: str, cores: list[int], model: str, texts_file: str, *rest: str) -> dict:
-    return _result(_spawn([kind, ",".join(map(str, cores)), model, texts_file, *rest]))
+def measure(kind: str, cores: list[int], model: str, texts_file: str, *rest: str, python: str = sys.executable) -> dict:
+    return _result(_spawn([kind, ",".join(map(str, cores)), model, texts_file, *rest], python))
 
 
 def server(cores: list[int], model: str, texts: list[str], seconds: float) -> dict:
@@ -202,6 +244,16 @@ async def _inputs_total(port: int) -> float:
     return 0.0
 
 
+def _peer_models() -> dict[str, str]:
+    """The peers' conversions of the base-shaped model, as ``benchmarks.peers`` made them."""
+    peers = HERE.parent / "models" / "peers"
+    found = {"ov": peers / "openvino-int8" / "model.xml", "ct2": peers / "ct2-int8"}
+    missing = [str(p) for p in (*found.values(), HERE.parent / PEERS_PYTHON) if not p.exists()]
+    if missing:
+        raise SystemExit(f"missing {missing}: run python -m benchmarks.peers first (make bench does), or pass --no-peers")
+    return {k: str(v) for k, v in found.items()}
+
+
 def thread_counts(n: int) -> list[int]:
     out, t = [], 1
     while t < n:
@@ -222,6 +274,12 @@ def run_cores(n: int, args: argparse.Namespace, model: str, texts: list[str], te
               lambda: server(cores, model, texts, args.server_seconds))]
     if args.torch:
         plan.append((f"torch fp32 (ST), {n} threads", lambda: measure("torch", cores, model, texts_file, args.torch)))
+    if args.peers:
+        py = str(HERE.parent / PEERS_PYTHON)
+        plan += [("OpenVINO int8, THROUGHPUT hint",
+                  lambda: measure("openvino", cores, model, texts_file, args.peers["ov"], python=py)),
+                 (f"CTranslate2 int8, inter_threads={n}",
+                  lambda: measure("ctranslate2", cores, model, texts_file, args.peers["ct2"], python=py))]
     for r in range(args.rounds):
         for name, fn in plan:
             time.sleep(2)  # idle pools of the previous row stop spinning
@@ -290,12 +348,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--server-seconds", type=float, default=10.0)
     p.add_argument("--torch", help="sentence-transformers folder for the torch row (default: the base-shaped model)")
     p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-peers", action="store_true",
+                   help="leave out OpenVINO and CTranslate2 (they need models/.peers-venv and the peers' "
+                        "conversions, which benchmarks.peers makes)")
     p.add_argument("--out", default=str(RESULTS / "many_core"))
     args = p.parse_args(argv)
     paths = paths_only(str(HERE.parent / "models"))
     model = args.model or str(paths["int8"])
     if not args.no_torch:
         args.torch = args.torch or str(paths["base"])
+    args.peers = None if args.no_peers else _peer_models()
     available = len(os.sched_getaffinity(0))
     counts = [int(c) for c in args.cores.split(",")] if args.cores else sorted({1, available})
     texts = load_sample(Path(args.data), args.texts)

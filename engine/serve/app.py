@@ -35,6 +35,8 @@ from mstsb_onnx.serve.config import ServeConfig
 from mstsb_onnx.serve.metrics import Metrics
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# On refusing a body that is still arriving: close the connection, or the rest of it keeps it open.
+_CLOSE = {"Connection": "close"}
 _EXTRA = 'the server needs the serve extra: pip install "mstsb-onnx[serve]"'
 
 
@@ -151,14 +153,15 @@ class Service:
         declared = request.headers.get("content-length")
         declared = int(declared) if declared is not None and declared.isdigit() and len(declared) < 20 else None
         if declared is not None and declared > limit:
-            raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}", "body_too_large")
+            raise ApiError(413, f"request body is {declared} bytes; the limit is {limit}", "body_too_large",
+                           headers=_CLOSE)
         held = [0]  # bytes of the shared budget this request holds
         try:
             self._reserve(held, declared or 0)
             return await asyncio.wait_for(self._read(request, held), self.config.read_timeout_s)
         except asyncio.TimeoutError:
             raise ApiError(408, f"request body not received within {self.config.read_timeout_s:g}s", "request_timeout",
-                           headers={"Connection": "close"}) from None
+                           headers=_CLOSE) from None
         finally:
             self.buffered -= held[0]
             self.metrics.set("mstsb_body_bytes_reserved", self.buffered)
@@ -172,7 +175,7 @@ class Service:
             self.metrics.inc("mstsb_rejected_total", reason="server_busy")
             raise ApiError(503, f"server busy: {self.buffered} bytes of request bodies being received (limit "
                                 f"{self.config.max_buffered_bytes}); retry shortly", "server_busy",
-                           headers={"Retry-After": "1"})
+                           headers={"Retry-After": "1", **_CLOSE})
         self.buffered += more
         held[0] = total
         self.metrics.set("mstsb_body_bytes_reserved", self.buffered)
@@ -183,7 +186,7 @@ class Service:
         async for chunk in request.stream():
             raw += chunk
             if len(raw) > limit:
-                raise ApiError(413, f"request body exceeds {limit} bytes", "body_too_large")
+                raise ApiError(413, f"request body exceeds {limit} bytes", "body_too_large", headers=_CLOSE)
             self._reserve(held, len(raw))
         return raw
 
