@@ -76,7 +76,7 @@ def static_copy(int8: Path, out: Path, margin: float | None = None) -> Path:
     return _rewritten_copy(int8, out, rewrite, "static")
 
 
-# Text unlike the calibration probes, for the clipping risk of static scales (issue 17's list).
+# Text unlike the calibration probes, for the clipping risk of static scales: code, URLs, numbers, emoji, markup.
 OUT_OF_DISTRIBUTION = {
     "code": ["def f(x):\n    return [i**2 for i in range(x) if i % 3 == 0]",
              "SELECT id, name FROM users WHERE age > 30 ORDER BY name;",

@@ -166,7 +166,7 @@ COLD_PATH = {OURS: "int8", "ST ONNX int8": "st_onnx", BASELINE: "base"}
 
 
 def cold_start(paths: dict[str, Path], threads: int, rounds: int) -> dict:
-    """New process to its first embedding, imports included (the issue's definition), and to exit.
+    """New process to its first embedding, imports included (what a user waits for), and to exit.
 
     Medians over ``rounds``; variants alternate so a noisy moment hits all of them.
     """

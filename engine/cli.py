@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mstsb-onnx",
         description="Multilingual sentence embeddings on CPUs: export XLM-R to int8 ONNX, check it, use it.",
     )
+    from mstsb_onnx import __version__
+
+    p.add_argument("--version", action="version", version=f"mstsb-onnx {__version__}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     e = sub.add_parser("export", help="export a hub id or local folder to an ONNX model folder",

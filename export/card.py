@@ -34,6 +34,15 @@ def _invariance_lines(inv: dict | None) -> list[str]:
     return [line[0].upper() + line[1:] + ".", ""]
 
 
+def _activation_scales(mode: str | None) -> str:
+    """How the card describes the export's activation scales."""
+    if mode == "per-row":
+        return "with one scale per row (a text's vector does not depend on its batch-mates)"
+    if mode == "static":
+        return "with constant scales calibrated at export (the same for every batch)"
+    return "with one scale per batch (a text's vector moves slightly with its batch-mates)"
+
+
 def _quantization_lines(quant: dict) -> list[str]:
     if quant.get("mode") != "int8":
         return ["fp32: no quantization."]
@@ -41,8 +50,7 @@ def _quantization_lines(quant: dict) -> list[str]:
     lines = [f"int8, recipe `{recipe.get('name')}`: SmoothQuant alpha {recipe.get('alpha')}, "
              f"{'every down-projection kept fp32' if recipe.get('fp32_down') else 'down-projections int8 but for their outlier channels'}; "
              f"weights per-channel int8, activations quantized at run time "
-             + ("with one scale per row (a text's vector does not depend on its batch-mates)"
-                if quant.get("activations") == "per-row" else "with one scale per batch")
+             + _activation_scales(quant.get("activations"))
              + f"; embedding table {quant.get('embedding')}."]
     if smoothing.get("outlier_split_groups"):
         lines.append(f"fp32 outlier channels per down-projection: {smoothing['outlier_channels_fp32']} "

@@ -20,7 +20,7 @@ from mstsb_onnx.embedder import Embedder
 from mstsb_onnx.errors import ParityError
 from mstsb_onnx.probes import edge_cases, probe_set
 
-# fp32: set by the issue; measured max abs diff on the stand-in and the tiny model is ~1e-6
+# fp32: the product's parity bound; measured max abs diff on the stand-in and the tiny model is ~1e-6
 # (different attention kernels and summation order only).
 FP32_MAX_ABS_DIFF = 1e-4
 # int8: min cosine per text against torch fp32. Measured on the stand-in (real weights) with the

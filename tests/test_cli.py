@@ -110,3 +110,16 @@ def test_bench_reports_both_variants(tiny_int8: Path, tiny_src: Path, tmp_path: 
     assert set(result["latency_ms"]) == {"8", "16", "32", "64", "128"}
     for row in result["throughput"].values():
         assert set(row) == {"onnx", "torch fp32"} and all(v > 0 for v in row.values())
+
+
+def test_version_and_python_dash_m() -> None:
+    import subprocess
+    import sys
+
+    from mstsb_onnx import __version__
+
+    for argv in (["-m", "mstsb_onnx", "--version"], ["-m", "mstsb_onnx.cli", "--version"]):
+        res = subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0 and res.stdout.strip() == f"mstsb-onnx {__version__}"
+    res = subprocess.run([sys.executable, "-m", "mstsb_onnx", "info"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 1 and "model_dir" in res.stderr  # the same parser: one line, exit 1

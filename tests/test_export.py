@@ -436,3 +436,11 @@ def test_every_folder_has_a_model_card_from_its_manifest(tiny_int8: Path, tiny_f
     else:
         assert "fp32: no quantization." in card
     assert "from mstsb_onnx import Embedder" in card and "zh-TW" in card
+
+
+@pytest.mark.parametrize(("mode", "fragment"), [("per-row", "one scale per row"), ("per-tensor", "one scale per batch"),
+                                                ("static", "constant scales calibrated at export")])
+def test_the_card_describes_each_activation_scale_mode(mode: str, fragment: str) -> None:
+    from mstsb_onnx.export.card import _activation_scales
+
+    assert fragment in _activation_scales(mode)

@@ -2,7 +2,7 @@
 
 Real multilingual sentences (``sentences-unscored.csv``) through the stand-in exported with
 ``activations="per-row"``: alone vs shuffled batches of 8 to 256, through ``encode``, ``embed``
-(the CLI's path) and the server under concurrent load. The bound is the issue's: worst cosine
+(the CLI's path) and the server under concurrent load. The bound: worst cosine
 >= 0.999999 and max abs diff <= 1e-5 (measured: 0.9999998 and 2.4e-7 -- the remaining
 differences are fp32 summation order in attention and pooling over differently padded batches).
 The per-tensor export is measured the same way, to show the test can tell the two apart.

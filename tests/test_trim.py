@@ -209,7 +209,7 @@ def exact_share(before: list[list[str]], kept: set[str]) -> float:
     return sum(set(p) <= kept for p in before) / len(before)
 
 
-# The floor: sentences tokenized exactly as before, per language, on text not used to choose.
+# The floor: sentences tokenized exactly as before, per language, on text not used to choose.
 MIN_COVERAGE = 0.97
 
 
