@@ -189,7 +189,11 @@ def test_health_and_unknown_route(server) -> None:
 
 
 def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
-    """A tiny queue and a slow model: excess requests get 503 + Retry-After, never a hang."""
+    """A queue of 2 and a model that blocks until told: excess requests get 503 + Retry-After, never a hang.
+
+    Room is taken when a request is submitted and given back only when its batch has run, which
+    the blocked model prevents until the refusals have been counted.
+    """
     import asyncio
 
     from mstsb_onnx.serve.api import ApiError
@@ -197,24 +201,32 @@ def test_full_queue_answers_503_with_retry_after(tiny_int8: Path) -> None:
     from mstsb_onnx.serve.config import ServeConfig
     from mstsb_onnx.serve.metrics import Metrics
 
-    class Slow:
+    go = threading.Event()
+
+    class Blocked:
         dim = 4
 
         def encode_tokens(self, seqs, runners=None):
-            time.sleep(0.3)
+            go.wait(30)
             return np.zeros((len(seqs), 4), np.float32)
 
-    async def scenario() -> list[object]:
-        batcher = Batcher(Slow(), ServeConfig(model_dir="-", workers=1, max_queue_inputs=2, max_inputs=1,
-                                                   max_wait_ms=1), Metrics())
+    async def scenario() -> tuple[int, list[object]]:
+        batcher = Batcher(Blocked(), ServeConfig(model_dir="-", workers=1, max_queue_inputs=2, max_inputs=1,
+                                                 max_wait_ms=1), Metrics())
         batcher.start()
-        results = await asyncio.gather(*(batcher.submit([[5]]) for _ in range(5)), return_exceptions=True)
+        tasks = [asyncio.create_task(batcher.submit([[5]])) for _ in range(5)]
+        for _ in range(3):
+            await asyncio.sleep(0)  # every task has taken its first step
+        refused_early = sum(t.done() and isinstance(t.exception(), ApiError) for t in tasks)
+        go.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
         await batcher.stop()
-        return results
+        return refused_early, results
 
-    results = asyncio.run(scenario())
+    refused_early, results = asyncio.run(scenario())
     refused = [r for r in results if isinstance(r, ApiError)]
-    assert len(refused) == 3 and all(r.status == 503 and r.headers["Retry-After"] for r in refused)
+    assert refused_early == 3 and len(refused) == 3
+    assert all(r.status == 503 and r.headers["Retry-After"] for r in refused)
     assert sum(isinstance(r, Done) and r.vectors.shape == (1, 4) for r in results) == 2
 
 
@@ -239,27 +251,29 @@ def test_sigterm_finishes_in_flight_requests(tiny_int8: Path) -> None:
             proc.kill()
 
 
-def test_health_answers_while_a_huge_request_is_tokenized(tiny_int8: Path) -> None:
-    """512 texts of 20,000 characters take seconds to tokenize; /health must not wait for them."""
-    base, proc = start_server(tiny_int8, "--max-body-bytes", "16000000", "--workers", "1")
-    try:
+def test_health_answers_while_a_request_is_tokenized() -> None:
+    """Tokenizing runs off the event loop: /health answers while a tokenizer is blocked mid-request.
+
+    The fake tokenizer waits for the test's signal, so no timing decides the outcome: were
+    tokenization on the loop, /health could not answer until the signal, which comes after it.
+    """
+    from starlette.testclient import TestClient
+
+    from mstsb_onnx.serve import ServeConfig, create_app
+    from test_server_limits import GatedEmbedder
+
+    embedder = GatedEmbedder()
+    with TestClient(create_app(ServeConfig(model_dir="-", workers=1), embedder=embedder)) as client:
         box: dict[str, object] = {}
-        texts = [("palabras y más palabras " * 1000)[:20_000]] * 512
-
-        def huge() -> None:
-            box["res"] = httpx.post(base + "/v1/embeddings", json={"input": texts}, timeout=120)
-
-        t = threading.Thread(target=huge)
-        t.start()
-        wait_for(lambda: metric(base, "mstsb_requests_in_flight") >= 1, "the huge request to arrive")
-        health = httpx.get(base + "/health", timeout=2)  # tokenizing on the event loop: a timeout here
-        assert health.status_code == 200
-        assert "res" not in box, "the huge request was already answered; /health proved nothing"
-        t.join(120)
+        big = threading.Thread(target=lambda: box.setdefault("res", client.post("/v1/embeddings",
+                                                                                  json={"input": ["x"] * 512})))
+        big.start()
+        wait_for(lambda: embedder.tokenized == 1, "the request to be tokenizing")
+        health = client.get("/health")
+        assert health.status_code == 200 and embedder.inside, "/health waited for the tokenizer"
+        embedder.gate.set()
+        big.join(60)
         assert box["res"].status_code == 200 and len(box["res"].json()["data"]) == 512
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 @pytest.mark.parametrize("kwargs", [dict(workers=-1), dict(threads=0), dict(max_batch_tokens=0),

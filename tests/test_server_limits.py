@@ -153,12 +153,15 @@ class GatedEmbedder:
     def __init__(self) -> None:
         self.gate = threading.Event()
         self.tokenized = 0
+        self.inside = False  # a tokenize call is waiting at the gate
         self.manifest = Manifest(dim=4, max_seq_length=16, pooling="mean", normalize=False, prompts={},
                                  default_prompt_name=None, files={}, raw={})
 
     def tokenize_flagged(self, texts, prompt=None, prompt_name=None, what="texts"):
         self.tokenized += 1
+        self.inside = True
         self.gate.wait(10)
+        self.inside = False
         return [[1, 2, 3] for _ in texts], [False] * len(texts)
 
     def check_token_ids(self, seqs, what="texts"):
