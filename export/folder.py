@@ -50,7 +50,25 @@ def check_replaceable(output: Path, force: bool) -> None:
                       "pick another output or remove it yourself")
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def usual_permissions(folder: Path) -> None:
+    """Folders 0777 and files 0666 less the umask (0755 / 0644 usually), as ``mkdir`` and ``open``
+    would give: ``mkdtemp`` makes the work folder 0700, which would lock out every other account
+    (a container's non-root user, a service account) once renamed into place."""
+    mask = _current_umask()
+    for root, dirs, files in os.walk(folder):
+        os.chmod(root, 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
+
+
 def move_into_place(tmp: Path, output: Path, force: bool) -> None:
+    usual_permissions(tmp)
     if output.exists():
         check_replaceable(output, force)
         old = output.with_name(f".{output.name}.old-{os.getpid()}")

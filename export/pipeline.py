@@ -33,7 +33,7 @@ from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.probes import probe_set
 from mstsb_onnx.export.card import CARD_NAME, model_card
 from mstsb_onnx.export.provenance import code_revision
-from mstsb_onnx.export.quantize import QuantConfig, quantize_int8
+from mstsb_onnx.export.quantize import ACTIVATIONS, DEFAULT_ACTIVATIONS, QuantConfig, quantize_int8
 from mstsb_onnx.export.reference import SentenceTransformersReference, TorchReference, lower_case_first
 from mstsb_onnx.export.smooth import OUTLIER_SUFFIX, down_projections, smooth_graph
 from mstsb_onnx.export.source import SourceModel, resolve_source
@@ -65,8 +65,6 @@ RECIPES = (
     Recipe("fp32-down", 0.7, 0, True),
 )
 RECIPE_CHOICES = ("auto", *(r.name for r in RECIPES))
-ACTIVATIONS = ("per-row", "per-tensor", "static")
-DEFAULT_ACTIVATIONS = "per-row"
 
 Log = Callable[[str], None]
 

@@ -29,6 +29,13 @@ from mstsb_onnx.export.rowquant import per_row_activations
 from mstsb_onnx.export.staticquant import DEFAULT_MARGIN, calibrated_static_activations
 
 
+# How int8 activations are scaled, declared once: "per-row" one scale per token (``rowquant``; a
+# text's vector does not depend on its batch-mates), "per-tensor" onnxruntime's dynamic scale per
+# batch (faster), "static" constants calibrated at export (``staticquant``).
+ACTIVATIONS = ("per-row", "per-tensor", "static")
+DEFAULT_ACTIVATIONS = "per-row"
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     per_channel: bool = True
@@ -37,9 +44,7 @@ class QuantConfig:
     op_types: tuple[str, ...] = ("MatMul",)
     # Regexes on node names of MatMuls to keep in fp32 (sensitive layers).
     exclude: tuple[str, ...] = ()
-    # "per-tensor": onnxruntime's dynamic scale per batch; "per-row": one per token (``rowquant``);
-    # "static": constants calibrated at export (``staticquant``), the range widened by static_margin.
-    activations: str = "per-row"
+    activations: str = DEFAULT_ACTIVATIONS  # one of ACTIVATIONS; static ranges widened by static_margin
     static_margin: float = DEFAULT_MARGIN
 
     def to_dict(self) -> dict:
@@ -139,8 +144,7 @@ def quantize_int8(in_path: Path, out_path: Path, config: QuantConfig,
         if calibration is None:
             raise ValueError("static activation scales need calibration feeds")
         report["static"] = calibrated_static_activations(model, calibration, config.static_margin)
-    elif config.activations != "per-tensor":
-        raise ValueError(f"unknown activation quantization {config.activations!r}")
+    # "per-tensor" is what quantize_dynamic wrote; export_model has refused any other value.
     if config.embedding == "int8-per-row":
         report["embedding_table"] = quantize_embedding_rows(model)
     elif config.embedding != "fp32":

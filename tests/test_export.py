@@ -444,3 +444,16 @@ def test_the_card_describes_each_activation_scale_mode(mode: str, fragment: str)
     from mstsb_onnx.export.card import _activation_scales
 
     assert fragment in _activation_scales(mode)
+
+
+def test_an_exported_folder_has_the_usual_permissions(tiny_int8: Path) -> None:
+    """0755 folders and 0644 files under a 022 umask: readable by a container's non-root user."""
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(tiny_int8.stat().st_mode) == 0o777 & ~mask
+    for path in tiny_int8.rglob("*"):
+        want = 0o777 & ~mask if path.is_dir() else 0o666 & ~mask
+        assert stat.S_IMODE(path.stat().st_mode) == want, path

@@ -285,3 +285,14 @@ def test_selection_keeps_case_variants_stems_and_inner_pieces_of_listed_words() 
     assert {"▁soruşturma", "▁iPhone", "▁IPHONE", "iPhone", "▁soruş", "▁soru", "▁Soruş", "turma", "ma"} <= kept
     assert "▁McCain" not in kept and "▁phone" not in kept and "sor" not in kept and "rmak" not in kept
     assert sel.added["case variants"] > 0 and sel.added["stems"] > 0 and sel.added["inner pieces"] > 0
+
+
+def test_a_trimmed_folder_has_the_usual_permissions(tiny_trimmed: Path) -> None:
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in [tiny_trimmed, *tiny_trimmed.rglob("*")]}
+    assert modes[tiny_trimmed.name] == 0o777 & ~mask
+    assert all(mode == 0o666 & ~mask for name, mode in modes.items() if name != tiny_trimmed.name)
