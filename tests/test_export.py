@@ -122,6 +122,41 @@ def test_sentence_transformers_settings_are_followed(variant: str, tmp_path_fact
         np.testing.assert_allclose(np.linalg.norm(Embedder(out).encode(["a b c", "x"]), axis=1), 1.0, atol=1e-5)
     if variant == "prompt":
         assert m["default_prompt_name"] == "query" and m["prompts"]["query"] == "query: "
+    texts = ["a b c", "x", " ".join(tiny_lines()[:6])]  # the last runs past 32 tokens
+    got = Embedder(out, threads=1, runners=1).encode(texts)
+    want = _pooled_by_hand(src, texts, **expected)
+    # fp32 against torch: measured max abs diff ~1e-6 (attention kernels, summation order).
+    assert np.abs(got - want).max() <= 1e-4
+
+
+def _pooled_by_hand(src: Path, texts: list[str], pooling: str, normalize: bool, max_seq_length: int,
+                    prompts: dict | None = None, default_prompt_name: str | None = None) -> np.ndarray:
+    """sentence-transformers' pooling modes written out over transformers' hidden states."""
+    import torch
+    import transformers
+
+    prefix = prompts[default_prompt_name] if default_prompt_name else ""
+    tok = transformers.AutoTokenizer.from_pretrained(str(src))
+    model = transformers.AutoModel.from_pretrained(str(src), use_safetensors=True).eval()
+    batch = tok([prefix + t for t in texts], padding=True, truncation=True, max_length=max_seq_length,
+                return_tensors="pt")
+    with torch.inference_mode():
+        h = model(**batch).last_hidden_state.double()
+    mask = batch["attention_mask"].unsqueeze(-1).double()
+    if pooling == "cls":
+        out = h[:, 0]
+    elif pooling == "max":
+        out = h.masked_fill(mask == 0, float("-inf")).max(dim=1).values
+    elif pooling == "lasttoken":
+        out = h[torch.arange(len(texts)), batch["attention_mask"].sum(1) - 1]
+    else:
+        weights = torch.arange(1, h.shape[1] + 1, dtype=h.dtype).view(1, -1, 1) if pooling == "weightedmean" else 1.0
+        summed = (h * mask * weights).sum(1)
+        count = (mask * weights).sum(1)
+        out = summed / (count.sqrt() if pooling == "mean_sqrt_len_tokens" else count)
+    if normalize:
+        out = torch.nn.functional.normalize(out, dim=-1)
+    return out.float().numpy()
 
 
 @pytest.mark.parametrize(
