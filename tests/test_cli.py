@@ -123,3 +123,10 @@ def test_version_and_python_dash_m() -> None:
         assert res.returncode == 0 and res.stdout.strip() == f"mstsb-onnx {__version__}"
     res = subprocess.run([sys.executable, "-m", "mstsb_onnx", "info"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 1 and "model_dir" in res.stderr  # the same parser: one line, exit 1
+
+
+def test_an_unknown_activation_mode_is_one_line_naming_the_choices(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", str(tmp_path / "src"), "-o", str(tmp_path / "out"), "--activations", "per-moon"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "per-moon" in err and "per-row" in err and "static" in err

@@ -8,12 +8,14 @@ bundle mounted for the build only.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -82,11 +84,21 @@ def image(podman_env, tmp_path_factory: pytest.TempPathFactory) -> str:
     return IMAGE
 
 
-def _run(image: str, model: Path, port: int, *args: str, cpus: str | None = None) -> str:
+@contextlib.contextmanager
+def running(image: str, tiny_int8: Path, tmp_path: Path, cpus: str | None = None) -> Iterator[tuple[str, str]]:
+    """A container of ``image`` serving the tiny model with a key; yields (base URL, container id) once healthy."""
+    model = Path(shutil.copytree(tiny_int8, tmp_path / "public" / "model"))
+    (tmp_path / "public").chmod(0o755)  # pytest's tmp folders are 0700: the container's user must read it
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
     extra = ["--cpus", cpus] if cpus else []
-    out = _podman("run", "-d", "--runtime", "runc", "--network", "host", *extra, "-v", f"{model}:/model:ro",
-                  "-e", f"MSTSB_API_KEYS={KEY}", image, "--port", str(port), *args)
-    return out.stdout.strip()
+    cid = _podman("run", "-d", "--runtime", "runc", "--network", "host", *extra, "-v", f"{model}:/model:ro",
+                  "-e", f"MSTSB_API_KEYS={KEY}", image, "--port", str(port)).stdout.strip()
+    try:
+        wait_for(lambda: _healthy(base), "the container to be healthy", timeout=120)
+        yield base, cid
+    finally:
+        _podman("rm", "-f", cid, check=False)
 
 
 def _healthy(base: str) -> bool:
@@ -96,21 +108,9 @@ def _healthy(base: str) -> bool:
         return False
 
 
-def _readable_copy(folder: Path, dest: Path) -> Path:
-    """The model where the container's user (uid 10001) can read it: pytest's tmp folders are 0700."""
-    out = Path(shutil.copytree(folder, dest))
-    dest.parent.chmod(0o755)
-    return out
-
-
 def test_the_image_serves_the_hosts_vectors_behind_a_key_as_a_non_root_user(image: str, tiny_int8: Path,
                                                                             tmp_path: Path) -> None:
-    model = _readable_copy(tiny_int8, tmp_path / "public" / "model")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    cid = _run(image, model, port)
-    try:
-        wait_for(lambda: _healthy(base), "the container to be healthy", timeout=120)
+    with running(image, tiny_int8, tmp_path) as (base, cid):
         texts = ["Hello world", "Hola mundo", "你好，世界"]
         res = httpx.post(base + "/v1/embeddings", json={"input": texts}, headers={"Authorization": f"Bearer {KEY}"},
                          timeout=30)
@@ -121,31 +121,16 @@ def test_the_image_serves_the_hosts_vectors_behind_a_key_as_a_non_root_user(imag
         assert httpx.post(base + "/v1/embeddings", json={"input": "x"}, timeout=30).status_code == 401
         uid = _podman("exec", cid, "python3", "-c", "import os; print(os.getuid())").stdout.strip()
         assert uid not in ("", "0")
-        state = json.loads(_podman("inspect", cid).stdout)[0]["Config"]
-        assert state.get("User") == "10001"
-    finally:
-        _podman("rm", "-f", cid, check=False)
+        assert json.loads(_podman("inspect", cid).stdout)[0]["Config"].get("User") == "10001"
 
 
 def test_a_one_cpu_container_runs_one_worker(image: str, tiny_int8: Path, tmp_path: Path) -> None:
-    model = _readable_copy(tiny_int8, tmp_path / "public" / "model")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    cid = _run(image, model, port, cpus="1")
-    try:
-        wait_for(lambda: _healthy(base), "the container to be healthy", timeout=120)
+    with running(image, tiny_int8, tmp_path, cpus="1") as (base, _):
         assert httpx.get(base + "/health", timeout=5).json()["workers"] == 1
-    finally:
-        _podman("rm", "-f", cid, check=False)
 
 
 def test_stop_finishes_in_flight_requests_within_10_s(image: str, tiny_int8: Path, tmp_path: Path) -> None:
-    model = _readable_copy(tiny_int8, tmp_path / "public" / "model")
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    cid = _run(image, model, port)
-    try:
-        wait_for(lambda: _healthy(base), "the container to be healthy", timeout=120)
+    with running(image, tiny_int8, tmp_path) as (base, cid):
         box: dict[str, httpx.Response] = {}
 
         def big() -> None:
@@ -160,5 +145,3 @@ def test_stop_finishes_in_flight_requests_within_10_s(image: str, tiny_int8: Pat
         assert time.monotonic() - start < 10
         client.join(60)
         assert box["res"].status_code == 200 and len(box["res"].json()["data"]) == 2000
-    finally:
-        _podman("rm", "-f", cid, check=False)

@@ -115,6 +115,8 @@ def test_bytes_buffered_across_requests_are_capped(guarded: str) -> None:
     res = httpx.post(guarded + "/v1/embeddings", content=b" " * 1_000_000,
                      headers={"content-type": "application/json"}, timeout=10)
     assert res.status_code == 503 and res.json()["error"]["code"] == "server_busy" and res.headers["retry-after"]
+    # An ordinary request is still served while the large ones hold the budget.
+    assert httpx.post(guarded + "/v1/embeddings", json={"input": "small"}, timeout=10).status_code == 200
     for sock in holders:
         assert _closed_within(sock, 8) is not None  # the read timeout ends them too
         sock.close()

@@ -35,6 +35,8 @@ from mstsb_onnx.serve.config import ServeConfig
 from mstsb_onnx.serve.metrics import Metrics
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+# Request bodies this small skip the shared byte budget (``Service._reserve``).
+SMALL_BODY = 64 * 1024
 # On refusing a body that is still arriving: close the connection, or the rest of it keeps it open.
 _CLOSE = {"Connection": "close"}
 _EXTRA = 'the server needs the serve extra: pip install "mstsb-onnx[serve]"'
@@ -167,11 +169,16 @@ class Service:
             self.metrics.set("mstsb_body_bytes_reserved", self.buffered)
 
     def _reserve(self, held: list[int], total: int) -> None:
-        """Grow this request's share of the body budget to ``total`` bytes, or 503."""
+        """Grow this request's share of the body budget to ``total`` bytes, or 503.
+
+        Bodies up to ``SMALL_BODY`` bytes are always admitted (counted, never refused): a few slow
+        uploads holding the budget must not lock out every ordinary request. Their total is bounded
+        by the connection cap.
+        """
         more = total - held[0]
         if more <= 0:
             return
-        if self.buffered + more > self.config.max_buffered_bytes:
+        if total > SMALL_BODY and self.buffered + more > self.config.max_buffered_bytes:
             self.metrics.inc("mstsb_rejected_total", reason="server_busy")
             raise ApiError(503, f"server busy: {self.buffered} bytes of request bodies being received (limit "
                                 f"{self.config.max_buffered_bytes}); retry shortly", "server_busy",
