@@ -124,6 +124,13 @@ def test_the_image_serves_the_hosts_vectors_behind_a_key_as_a_non_root_user(imag
         assert json.loads(_podman("inspect", cid).stdout)[0]["Config"].get("User") == "10001"
 
 
+def test_the_image_checks_its_own_health_on_8080_as_uid_10001(image: str) -> None:
+    info = json.loads(_podman("image", "inspect", image).stdout)[0]
+    assert "/health" in " ".join(info["HealthCheck"]["Test"])
+    assert info["Config"]["User"] == "10001" and "8080/tcp" in info["Config"]["ExposedPorts"]
+    assert info["Config"]["Entrypoint"][:3] == ["mstsb-onnx", "serve", "/model"]
+
+
 def test_a_one_cpu_container_runs_one_worker(image: str, tiny_int8: Path, tmp_path: Path) -> None:
     with running(image, tiny_int8, tmp_path, cpus="1") as (base, _):
         assert httpx.get(base + "/health", timeout=5).json()["workers"] == 1
