@@ -126,7 +126,7 @@ def test_the_image_serves_the_hosts_vectors_behind_a_key_as_a_non_root_user(imag
 
 def test_the_image_checks_its_own_health_on_8080_as_uid_10001(image: str) -> None:
     info = json.loads(_podman("image", "inspect", image).stdout)[0]
-    assert "/health" in " ".join(info["HealthCheck"]["Test"])
+    assert "/health" in " ".join(info["Healthcheck"]["Test"])
     assert info["Config"]["User"] == "10001" and "8080/tcp" in info["Config"]["ExposedPorts"]
     assert info["Config"]["Entrypoint"][:3] == ["mstsb-onnx", "serve", "/model"]
 
