@@ -36,10 +36,10 @@ def _connect(base: str) -> socket.socket:
 
 def _closed_within(sock: socket.socket, seconds: float) -> bytes | None:
     """What the server sent before closing the connection, or None if it was still open after ``seconds``."""
-    sock.settimeout(0.25)
     got = b""
     deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(min(0.25, left))  # never past ``seconds``: callers time their sends by it
         try:
             chunk = sock.recv(65536)
         except socket.timeout:
@@ -90,12 +90,15 @@ def test_a_body_trickled_past_the_read_timeout_gets_408(guarded: str) -> None:
     sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                  b"Content-Length: %d\r\n\r\n" % len(body))
     answer = None
-    for byte in body:  # one byte every 0.5 s: the whole body would take ~20 s
+    # One byte every 0.8 s (the whole body would take ~35 s). The 2 s deadline falls mid-interval,
+    # 0.4 s from either send: a byte sent after the server has closed would draw a reset that can
+    # discard its 408 before it is read.
+    for byte in body:
         try:
             sock.sendall(bytes([byte]))
         except (BrokenPipeError, ConnectionResetError):
             break
-        answer = _closed_within(sock, 0.5)
+        answer = _closed_within(sock, 0.8)
         if answer is not None:
             break
     assert answer is not None and answer.startswith(b"HTTP/1.1 408"), answer
