@@ -77,8 +77,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     export_model(args.source, args.output, quantize=args.quantize, revision=args.revision,
                  max_seq_length=args.max_seq_length, force=args.force, threads=args.threads,
-                 int8_recipe=args.int8_recipe, layout=args.layout,
-                 **({"activations": args.activations} if args.activations else {}),
+                 int8_recipe=args.int8_recipe, layout=args.layout, activations=args.activations,
                  languages=args.languages, corpus=args.corpus)
     return 0
 
@@ -220,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--layout", choices=["auto", "sequence-first", "batch-first"], default="auto",
                    help="activation layout traced into the graph: auto (default) is sequence-first for "
                         "BERT-family encoders (fewer transposes in attention), else batch-first")
-    # Choices and default live in the exporter (export.quantize.ACTIVATIONS), which checks them.
+    # Choices and default live in the exporter (export.quantize.ACTIVATIONS); None means its default.
     e.add_argument("--activations", metavar="MODE",
                    help="int8 activation scales: per-row (default: one per token, so a text gets the same "
                         "vector in any batch), per-tensor (one per batch: faster, but a text's vector moves "

@@ -208,7 +208,7 @@ def export_model(
     threads: int | None = None,
     int8_recipe: str = "auto",
     layout: str = "auto",
-    activations: str = DEFAULT_ACTIVATIONS,
+    activations: str | None = None,
     languages: str | Sequence[str] | None = None,
     corpus: str | os.PathLike[str] | None = None,
     log: Log = print,
@@ -229,6 +229,7 @@ def export_model(
         raise ExportError(f"--int8-recipe must be one of {RECIPE_CHOICES}, got {int8_recipe!r}")
     if layout not in LAYOUTS:
         raise ExportError(f"--layout must be one of {LAYOUTS}, got {layout!r}")
+    activations = DEFAULT_ACTIVATIONS if activations is None else activations
     if activations not in ACTIVATIONS:
         raise ExportError(f"--activations must be one of {ACTIVATIONS}, got {activations!r}")
     if languages or corpus is not None:

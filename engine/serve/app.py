@@ -412,11 +412,10 @@ def serve(config: ServeConfig, host: str = "127.0.0.1", port: int = 8080, embedd
     sock = listen(host, port)
     try:
         embedder = embedder if embedder is not None else load_embedder(config)
-    except ValueError as e:  # e.g. more workers or threads than the cores allow
+    except BaseException as e:
         sock.close()
-        raise MstsbError(str(e)) from e
-    except BaseException:
-        sock.close()
+        if isinstance(e, ValueError):  # e.g. more workers or threads than the cores allow
+            raise MstsbError(str(e)) from e
         raise
     if not config.api_keys and host not in LOOPBACK:
         print(f"warning: listening on {host} without an API key: anyone who can reach this port can use the model "
