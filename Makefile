@@ -26,7 +26,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -rs -m "not slow"
 
 standin: venv
-	$(BIN)/python -m benchmarks.standin
+	$(BIN)/python -m testmodels.standin
 
 demo: venv
 	$(BIN)/python -m benchmarks.demo $(if $(MODEL),--model $(MODEL),)

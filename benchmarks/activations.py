@@ -101,7 +101,7 @@ WIDER_MARGINS = (1.25, 1.5, 2.0)
 
 def accuracy_part(standin_int8: Path, standin_fp32: Path, data: Path, work: Path) -> dict:
     """Cosine to the fp32 export, texts embedded alone: out-of-distribution groups, edge cases, real text."""
-    from benchmarks.bench import load_sample
+    from benchmarks.common import load_sample
     from mstsb_onnx import Embedder
     from mstsb_onnx.probes import edge_cases
     from mstsb_onnx.similarity import unit_rows
@@ -125,7 +125,7 @@ def accuracy_part(standin_int8: Path, standin_fp32: Path, data: Path, work: Path
 
 def speed_part(paths: dict[str, Path], data: Path, models_dir: Path, rounds: int) -> dict:
     """Each variant's time per workload, interleaved, and its speed against per-batch."""
-    from benchmarks.bench import fixed_texts, load_sample
+    from benchmarks.common import fixed_texts, load_sample
     from mstsb_onnx import Embedder
     from mstsb_onnx.eval import benchmark as bm
 
@@ -187,8 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--parts", nargs="+", choices=["speed", "accuracy"], default=["speed", "accuracy"])
     args = p.parse_args(argv)
-    from benchmarks.bench import machine_info, paths_only
-    from benchmarks.standin import cached_standin
+    from benchmarks.common import machine_info, paths_only
+    from testmodels.standin import cached_standin
     from benchmarks.trim import exported
     from mstsb_onnx.export.provenance import code_revision
 

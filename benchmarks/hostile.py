@@ -94,7 +94,7 @@ async def _peak_reserved(base: str, stop: asyncio.Event) -> float:
 
 
 async def attack(base: str, pid: int, conns: int, parts: list[bytes], pause: float, polite: list[list[str]]) -> dict:
-    from benchmarks.bench import proc_status_mib
+    from benchmarks.common import proc_status_mib
 
     port = int(base.rsplit(":", 1)[1])
     rss_before = proc_status_mib("VmRSS", pid)
@@ -132,7 +132,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.bench import load_sample, machine_info, paths_only
+    from benchmarks.common import load_sample, machine_info, paths_only
     from benchmarks.load import make_requests, start_server
     from mstsb_onnx.export.provenance import code_revision
     from mstsb_onnx.serve.config import ServeConfig

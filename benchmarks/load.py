@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.bench import RESULTS, load_sample, paths_only, proc_status_mib
+from benchmarks.common import RESULTS, load_sample, paths_only, proc_status_mib
 
 
 def _port() -> int:

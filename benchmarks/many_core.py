@@ -50,7 +50,7 @@ def _child(argv: list[str]) -> None:
     kind, cores, model, texts_file = argv[0], argv[1], argv[2], argv[3]
     os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
     texts = json.loads(Path(texts_file).read_text())
-    from benchmarks.bench import proc_status_mib
+    from benchmarks.common import proc_status_mib
 
     if kind == "capacity":  # one of N processes: wait for the common start, then its share
         index, n, start_at = int(argv[4]), int(argv[5]), float(argv[6])
@@ -185,7 +185,7 @@ def measure(kind: str, cores: list[int], model: str, texts_file: str, *rest: str
 
 def server(cores: list[int], model: str, texts: list[str], seconds: float) -> dict:
     """``mstsb-onnx serve`` (defaults) pinned to ``cores``; 64 keep-alive clients; counted server-side."""
-    from benchmarks.bench import proc_status_mib
+    from benchmarks.common import proc_status_mib
     from benchmarks.load import start_server
 
     proc, base = start_server(Path(model), [], cores=set(cores))
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["--child"]:
         _child(argv[1:])
         return 0
-    from benchmarks.bench import load_sample, machine_info, paths_only
+    from benchmarks.common import load_sample, machine_info, paths_only
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="sentences-unscored.csv")

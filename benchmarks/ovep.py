@@ -22,13 +22,12 @@ this file only. Writes ``benchmarks/results/ovep.{json,md}``.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from benchmarks.peers import THREADS, Batches, Encode, same_function, summarize, timed, write_results
+from benchmarks.peers import RATIOS, RESULTS, THREADS, Batches, Encode, cell, same_function, summarize, timed, write_results
 
 HERE = Path(__file__).resolve().parent
 OVEP_VENV = "models/.ovep-venv"
@@ -102,15 +101,12 @@ def markdown(r: dict) -> str:
     lines = [f"OpenVINO execution provider (`benchmarks/ovep.py`, commit {r['code']['commit'][:12]}"
              f"{' dirty' if r['code']['dirty'] else ''}, {r['machine']['date']}; onnxruntime-openvino "
              f"{r['onnxruntime']}): XLM-R-base-shaped model, {THREADS} threads, {r['rounds']} interleaved rounds, "
-             f"medians; {r['machine']['cpu']}. In brackets: its time / ours (median of per-round ratios; above 1 = "
-             "ours faster).", "",
+             f"medians; {r['machine']['cpu']}. " + RATIOS, "",
              "| engine | real text batch 32, sent/s | 1 x 16 tokens, ms | 1 x 128 tokens, ms | worst cosine to fp32 |",
              "|---|---|---|---|---|"]
     for name in ENGINES:
-        def cell(label: str, ms: bool) -> str:
-            value = 1000 * w[label]["median_s"][name] if ms else w[label]["sent_per_s"][name]
-            return f"{value:.1f}" + ("" if name == OURS else f" ({w[label]['ours_vs_peer'][name]:.2f})")
-        lines.append(f"| {name} | {cell('batch32', False)} | {cell('1x16', True)} | {cell('1x128', True)} | "
+        lines.append(f"| {name} | {cell(w['batch32'], name, False)} | {cell(w['1x16'], name, True)} | "
+                     f"{cell(w['1x128'], name, True)} | "
                      f"{r['same_function'][name]:.5f} |")
     return "\n".join(lines) + "\n"
 
@@ -121,15 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--setup", action="store_true", help=f"build the venv {OVEP_VENV} and stop")
+    p.add_argument("--report-only", action="store_true", help="rewrite ovep.md from ovep.json, measure nothing")
     args = p.parse_args(argv)
     if args.setup:
         setup_venv(Path(OVEP_VENV))
+        return 0
+    if args.report_only:
+        write_results("ovep", json.loads((RESULTS / "ovep.json").read_text()), markdown)
         return 0
     if args.data is None:
         p.error("--data is required")
     import onnxruntime as ort
 
-    from benchmarks.bench import fixed_texts, load_sample, machine_info, paths_only
+    from benchmarks.common import fixed_texts, load_sample, machine_info, paths_only
     from mstsb_onnx.export.provenance import code_revision
 
     code = code_revision()

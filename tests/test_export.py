@@ -107,7 +107,7 @@ VARIANTS = {
 @pytest.mark.parametrize("variant", list(VARIANTS), ids=list(VARIANTS))
 def test_sentence_transformers_settings_are_followed(variant: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Export passes parity against SentenceTransformer(folder).encode for each setting."""
-    from benchmarks.xlmr import build_tiny_xlmr
+    from testmodels.xlmr import build_tiny_xlmr
 
     root = tmp_path_factory.mktemp(variant)
     src = build_tiny_xlmr(root / "src", tiny_lines(), **VARIANTS[variant])

@@ -6,7 +6,6 @@ Speed is measured by ``benchmarks/many_core.py``; these tests check behaviour on
 from __future__ import annotations
 
 import asyncio
-import io
 import threading
 from pathlib import Path
 

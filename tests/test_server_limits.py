@@ -6,9 +6,7 @@ that block where a test needs them to. Every wait is bounded in count and time.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import shutil
 import signal
 import socket
 import subprocess

@@ -168,7 +168,7 @@ ST5_VARIANTS = {
 def test_folder_saved_by_sentence_transformers_5_exports(variant: str, tmp_path: Path) -> None:
     """Re-saved by the installed sentence-transformers, then exported: parity against it holds."""
     import sentence_transformers as st
-    from benchmarks.xlmr import build_tiny_xlmr
+    from testmodels.xlmr import build_tiny_xlmr
 
     legacy = build_tiny_xlmr(tmp_path / "legacy", tiny_lines(), **ST5_VARIANTS[variant])
     saved = tmp_path / "saved"

@@ -63,7 +63,7 @@ def _sentencepiece_only_folder(root: Path) -> Path:
     from conftest import tiny_lines
     from transformers import XLMRobertaTokenizer
 
-    from benchmarks.xlmr import save_random_xlmr
+    from testmodels.xlmr import save_random_xlmr
 
     corpus = root / "corpus.txt"
     corpus.write_text("\n".join(" ".join(t.split()) for t in tiny_lines() if t.strip()), encoding="utf-8")

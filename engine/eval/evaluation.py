@@ -74,4 +74,16 @@ def run_eval_sts(
 def _model_info(folder: str | os.PathLike[str], embedder: Embedder) -> dict:
     m = embedder.manifest
     return {"path": str(folder), "quantization": m.raw.get("quantization", {}).get("mode"),
-            "recipe": m.recipe_name, "exporter": m.raw.get("exporter")}
+            "recipe": m.recipe_name, "exporter": m.raw.get("exporter"), "parity": _parity_summary(m.raw.get("parity"))}
+
+
+def _parity_summary(parity: dict | None) -> dict | None:
+    """The export's own parity figures (manifest), against its first reference: all texts and the worst group."""
+    if not parity or not parity.get("model"):
+        return None
+    first = parity["model"][0]
+    groups = first.get("groups") or {}
+    worst = min(groups, key=lambda g: groups[g]["min_cosine"]) if groups else None
+    return {"against": first.get("against"), "max_abs_diff": first.get("max_abs_diff"),
+            "min_cosine": first.get("min_cosine"), "worst_group": worst,
+            "batch_invariance": parity.get("batch_invariance")}

