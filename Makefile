@@ -7,7 +7,10 @@ DATA ?= ../shared/data/mstsb
 PEERS_VENV ?= models/.peers-venv
 OVEP_VENV := models/.ovep-venv
 
-.PHONY: venv test test-fast demo serve standin eval bench load clean
+.PHONY: venv test test-fast figures demo serve standin eval bench load clean
+
+# A bare `make` runs the fast tests: what a developer runs between edits.
+.DEFAULT_GOAL := test-fast
 
 venv: $(VENV)/.installed
 
@@ -24,6 +27,10 @@ test: venv
 
 test-fast: venv
 	$(BIN)/python -m pytest -q -rs -m "not slow"
+
+# Every figure README.md and docs/ quote must be in the results file they cite (also a test).
+figures:
+	python3 -m benchmarks.figures
 
 standin: venv
 	$(BIN)/python -m testmodels.standin

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import RESULTS, load_sample, paths_only, proc_status_mib
+from benchmarks.common import RESULTS, caption, code_revision, load_sample, machine_info, paths_only, proc_status_mib
 
 
 def _port() -> int:
@@ -137,7 +137,10 @@ def make_requests(sentences: list[str], n: int, seed: int = 0) -> list[list[str]
 
 
 def write_report(out: dict) -> None:
-    rows = ["| server | requests | errors | requests/s | sentences/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    head = (caption(out["machine"], out["code"]) if "machine" in out else "Machine and commit not recorded (a run of 2026-11-28).")
+    rows = [f"{out['requests']:,} requests from {out['concurrency']} clients of 1-4 real sentences, base-shaped int8; "
+            f"client and server share the machine (`benchmarks/load.py`). {head}", "",
+            "| server | requests | errors | requests/s | sentences/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
     for name in ("micro-batching (default)", "batching off"):
         r = out[name]
         rows.append(f"| {name} | {r['requests']} | {r['errors']} | {r['requests_per_s']:.1f} | {r['sentences_per_s']:.1f} "
@@ -178,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     model = paths_only(str(args.models_dir.resolve()))["int8"]
     reqs = make_requests(load_sample(args.data, 2048), args.requests)
-    out: dict = {"requests": args.requests, "concurrency": args.concurrency}
+    out: dict = {"requests": args.requests, "concurrency": args.concurrency, "code": code_revision(),
+                 "machine": machine_info()}
     open_reqs = reqs[: int(args.open_rate * args.open_seconds)]
     for name, extra in (("micro-batching (default)", []), ("batching off", ["--max-batch-tokens", "1"])):
         proc, base = start_server(model, extra)

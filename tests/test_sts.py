@@ -98,6 +98,15 @@ def test_fisher_mean_averages_in_z() -> None:
     assert math.isfinite(sts.fisher_mean([1.0, 0.2]))
 
 
+def test_markdown_table_rows_deltas_mean_and_worst_task() -> None:
+    col = lambda *rhos: {t: {"spearman": r, "pearson": r, "n": 3} for t, r in zip(("en;en", "de;de", "en;de"), rhos)}
+    table = sts.markdown_table({"ref": col(0.80, 0.70, 0.60), "q": col(0.81, 0.67, 0.60)}, reference="ref")
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines()}
+    assert rows["de;de"] == "| de;de | 3 | 70.00 | 67.00 (-3.00) |"
+    assert rows["**mean Δ over tasks**"] == "| **mean Δ over tasks** |  |  | -0.667 |"  # (+1 - 3 + 0) / 3
+    assert rows["**worst task (Δ)**"] == "| **worst task (Δ)** |  |  | de;de (-3.00) |"
+
+
 def test_eval_sts_end_to_end(tiny_int8: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_csv(tmp_path / "d.csv", ROWS, encoding="utf-8-sig")
     out_json, out_md = tmp_path / "reports" / "s.json", tmp_path / "tables" / "s.md"  # folders created

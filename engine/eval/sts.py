@@ -159,4 +159,21 @@ def markdown_table(columns: dict[str, dict[str, dict[str, float]]], reference: s
     avgs = {n: summary(columns[n])["avg_spearman"] for n in names}
     ref_avg = avgs[reference] if reference else None
     lines.append("| **average (Fisher z)** | | " + " | ".join(cell(n, avgs[n], ref_avg) for n in names) + " |")
+    if reference:
+        lines += _delta_rows(columns, reference, ordered)
     return "\n".join(lines)
+
+
+def _delta_rows(columns: dict[str, dict[str, dict[str, float]]], reference: str, tasks: list[str]) -> list[str]:
+    """The mean per-task delta and the worst task of each column against ``reference``."""
+    mean, worst = ["**mean Δ over tasks**", ""], ["**worst task (Δ)**", ""]
+    for name, col in columns.items():
+        if name == reference:
+            mean.append("")
+            worst.append("")
+            continue
+        deltas = {t: 100 * (col[t]["spearman"] - columns[reference][t]["spearman"]) for t in tasks}
+        low = min(deltas, key=deltas.__getitem__)
+        mean.append(f"{np.mean(list(deltas.values())):+.3f}")
+        worst.append(f"{low} ({deltas[low]:+.2f})")
+    return ["| " + " | ".join(row) + " |" for row in (mean, worst)]
