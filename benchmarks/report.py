@@ -105,10 +105,19 @@ def markdown(r: dict) -> str:
     lines += ["![latency](results/latency_vs_tokens.png)", "", "![throughput](results/throughput_vs_batch.png)", ""]
     for name, title in SECTIONS:
         if (RESULTS / name).is_file():
-            lines += [f"## {title}", "", (RESULTS / name).read_text(encoding="utf-8").strip(), ""]
+            lines += [f"## {title}", "", _nested((RESULTS / name).read_text(encoding="utf-8").strip()), ""]
             if name == "trim.md" and (RESULTS / "trim_size_cold.png").is_file():
                 lines += ["![trims](results/trim_size_cold.png)", ""]
     return "\n".join(lines)
+
+
+def _nested(text: str) -> str:
+    """A results file's own headings, two levels down, so they sit under its section (fences left alone)."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        fenced ^= line.lstrip().startswith("```")
+        out.append("##" + line if line.startswith("#") and not fenced else line)
+    return "\n".join(out)
 
 
 def _throughput_tables(r: dict) -> list[str]:
