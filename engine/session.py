@@ -14,12 +14,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-import onnxruntime as ort
-from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile
-
 from mstsb_onnx.cpus import available_cpus, u8s8_may_saturate
 from mstsb_onnx.errors import ModelFolderError
 from mstsb_onnx.inputs import is_count
+from mstsb_onnx.ortimport import load_onnxruntime
+
+ort = load_onnxruntime()  # before any other onnxruntime import: a pinned process would load it slow
+from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidGraph, InvalidProtobuf, NoSuchFile  # noqa: E402
 
 # An execution provider's name, or (name, its options) as onnxruntime.InferenceSession takes them.
 Provider = str | tuple[str, dict[str, str]]
