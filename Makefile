@@ -47,6 +47,7 @@ eval: venv
 bench: venv
 	$(BIN)/python -m benchmarks.bench --data $(DATA)/sentences-unscored.csv
 	$(BIN)/python -m benchmarks.bench_ray --data $(DATA)/sentences-unscored.csv
+	$(BIN)/python -m benchmarks.pinned --data $(DATA)/sentences-unscored.csv
 	$(BIN)/python -m benchmarks.trim --data $(DATA)
 	$(BIN)/python -m benchmarks.activations --data $(DATA)/sentences-unscored.csv
 	# The peers (OpenVINO, CTranslate2) run in their own venv, never the runtime's.

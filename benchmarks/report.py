@@ -18,6 +18,7 @@ SECTIONS = (
     ("peers.md", "Against OpenVINO and CTranslate2 (`benchmarks/peers.py`)"),
     ("ovep.md", "onnxruntime's OpenVINO execution provider (`benchmarks/ovep.py`)"),
     ("many_core.md", "Layouts x cores (`benchmarks/many_core.py`)"),
+    ("pinned.md", "One CPU: how onnxruntime is loaded (`benchmarks/pinned.py`)"),
     ("activations.md", "Batch-invariant int8: per-row and static activation scales (`benchmarks/activations.py`)"),
     ("trim.md", "Vocabulary trims: size, cold start, memory, speed (`benchmarks/trim.py`)"),
     ("trim-sts.md", "Vocabulary trims: 31 STS tasks (`benchmarks/trim.py`)"),
