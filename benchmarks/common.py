@@ -8,8 +8,10 @@ time anything (``mstsb_onnx.eval.benchmark``) or render reports (``benchmarks.re
 from __future__ import annotations
 
 import csv
+import json
 import datetime as dt
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +118,12 @@ def caption(machine: dict, code: dict | None) -> str:
 
 def dir_size_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 1e6
+
+
+def write_results(stem: str, result: dict, render: Callable[[dict], str]) -> None:
+    """``results/<stem>.json`` and its rendering ``results/<stem>.md``, which is also printed."""
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
+    text = render(result)
+    (RESULTS / f"{stem}.md").write_text(text)
+    print(text)

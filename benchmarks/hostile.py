@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
 HOLD_LIMIT_S = 45.0  # an attack's connections are watched this long at most
 
 
@@ -132,7 +131,7 @@ def markdown(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks.common import load_sample, machine_info, paths_only
+    from benchmarks.common import load_sample, machine_info, paths_only, write_results
     from benchmarks.load import make_requests, start_server
     from mstsb_onnx.export.provenance import code_revision
     from mstsb_onnx.serve.config import ServeConfig
@@ -156,10 +155,7 @@ def main(argv: list[str] | None = None) -> int:
             proc.terminate()
             proc.wait(timeout=60)
         print(name, json.dumps(result["attacks"][name]), flush=True)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "hostile.json").write_text(json.dumps(result, indent=2) + "\n")
-    (RESULTS / "hostile.md").write_text(markdown(result))
-    print(markdown(result))
+    write_results("hostile", result, markdown)
     return 0
 
 

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import write_results  # noqa: F401  (ovep imports it from here)
+
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 THREADS = 2
@@ -320,15 +322,6 @@ def gemm_floors(rounds: int) -> dict[str, dict[str, float]]:
         out[str(rows)] = {n: 1000 * float(np.median(v)) for n, v in t.items()}
         print("floor", rows, out[str(rows)], flush=True)
     return out
-
-
-def write_results(stem: str, result: dict, render: Callable[[dict], str]) -> None:
-    """``results/<stem>.json`` and its rendering ``results/<stem>.md``, which is also printed."""
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
-    text = render(result)
-    (RESULTS / f"{stem}.md").write_text(text)
-    print(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,11 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sentences", type=int, default=512)
     p.add_argument("--rounds", type=int, default=3)
     args = p.parse_args(argv)
-    from benchmarks.common import RESULTS, code_revision, load_sample, machine_info, paths_only
+    from benchmarks.common import code_revision, load_sample, machine_info, paths_only, write_results
 
     code = code_revision()
     model = str(paths_only(str(HERE.parent / "models"))["int8"])
-    texts_file = RESULTS.parent.parent / "models" / "pinned-texts.json"
+    texts_file = HERE.parent / "models" / "pinned-texts.json"
     texts_file.write_text(json.dumps(load_sample(args.data, args.sentences)))
     runs: dict[str, list[dict]] = {way: [] for way in WAYS}
     for _ in range(args.rounds):
@@ -100,9 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     results = {way: {k: statistics.median(r[k] for r in rs) for k in ("floor_ms", "sent_s")} for way, rs in runs.items()}
     doc = {"machine": machine_info(), "code": code, "model": model, "sentences": args.sentences,
            "rounds": args.rounds, "results": results, "runs": runs}
-    (RESULTS / "pinned.json").write_text(json.dumps(doc, indent=2) + "\n")
-    (RESULTS / "pinned.md").write_text(markdown(doc))
-    print(markdown(doc))
+    write_results("pinned", doc, markdown)
     return 0
 
 
